@@ -1,0 +1,218 @@
+"""The backend's side: enqueue jobs and read their state, with the light dependencies only.
+
+``JobClient`` replaces the backend's Celery ``WorkerClient``; ``AsyncResult`` reads
+the same states ``celery.result.AsyncResult`` does. Nothing here imports DuckDB,
+pyarrow or the preview pipeline.
+"""
+
+from __future__ import annotations
+
+import builtins
+import datetime as dt
+import json
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import redis
+from dramatiq import Message
+
+from .broker import RosettaBroker
+from .config import Settings, get_settings
+from .errors import BrokerUnavailable, TaskFailed, TaskTimeout
+from .states import FAILURE, FINAL_STATES, PENDING, PROGRESS, REVOKED, STARTED, SUCCESS, exception_message
+from .store import TaskStore, _redact
+
+__all__ = ["PREVIEW_ACTOR", "PREVIEW_QUEUE", "AsyncResult", "JobClient"]
+
+PREVIEW_ACTOR = "worker.preview.execute"
+PREVIEW_QUEUE = "preview"
+
+
+class JobClient:
+    """Submit jobs and read their state. One per process; it is thread-safe."""
+
+    def __init__(
+        self,
+        *,
+        broker_url: str,
+        result_backend_url: str,
+        result_expires: int = 600,
+        namespace: str = "dramatiq",
+    ) -> None:
+        self.broker_url = broker_url
+        self.broker = RosettaBroker(url=broker_url, namespace=namespace, middleware=[], socket_connect_timeout=5)
+        self.store = TaskStore.from_url(result_backend_url, expires=result_expires)
+
+    @classmethod
+    def from_settings(cls, settings: Settings | None = None) -> JobClient:
+        settings = settings or get_settings()
+        return cls(
+            broker_url=settings.broker_url,
+            result_backend_url=settings.result_backend_url,
+            result_expires=settings.result_expires,
+            namespace=settings.broker_namespace,
+        )
+
+    def send(
+        self,
+        actor_name: str,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        queue_name: str = "default",
+        *,
+        task_id: str | None = None,
+        options: Mapping[str, Any] | None = None,
+    ) -> str:
+        """Enqueue ``actor_name(*args, **kwargs)`` and return its task id (the message id)."""
+        message = Message(
+            queue_name=queue_name,
+            actor_name=actor_name,
+            args=tuple(args),
+            kwargs=dict(kwargs or {}),
+            options=dict(options or {}),
+            message_id=task_id or str(uuid.uuid4()),
+        )
+        json.dumps(message.asdict(), allow_nan=False)  # a clear error here, not a dead message later
+        try:
+            self.broker.enqueue(message)
+        except redis.RedisError as exc:
+            raise BrokerUnavailable(
+                f"cannot reach the broker at {_redact(self.broker_url)}: {exc}. Start Redis or set BROKER_URL."
+            ) from exc
+        return message.message_id
+
+    def submit_preview(
+        self,
+        sql: str | None,
+        source_id: int,
+        destination_id: int,
+        table_name: str,
+        filter_sql: str | None = None,
+        include_profiling: bool = False,
+        *,
+        time_limit: float | None = None,
+    ) -> str:
+        """Enqueue a SQL preview with the Celery worker's positional arguments."""
+        options = {"time_limit": int(time_limit * 1000)} if time_limit else None
+        args = (sql, source_id, destination_id, table_name, filter_sql, include_profiling)
+        return self.send(PREVIEW_ACTOR, args, queue_name=PREVIEW_QUEUE, options=options)
+
+    def result(self, task_id: str) -> AsyncResult:
+        return AsyncResult(task_id, client=self)
+
+    def get_task_status(self, task_id: str) -> dict[str, Any]:
+        """The backend's status dict (its ``WorkerClient.get_task_status``), from one read."""
+        try:
+            meta = self.store.get(task_id)
+        except BrokerUnavailable as exc:
+            return {"task_id": task_id, "state": "UNKNOWN", "status": "error", "error": f"Worker unavailable: {exc}"}
+        state = meta.get("status", PENDING) if meta else PENDING
+        info = meta.get("result") if meta else None
+        answer: dict[str, Any] = {"task_id": task_id, "state": state}
+        if state == PENDING:
+            answer["status"] = "queued"
+        elif state in (STARTED, PROGRESS):
+            answer["status"] = "running"
+            if isinstance(info, dict) and info:
+                answer["meta"] = info
+        elif state == SUCCESS:
+            answer.update(status="completed", result=info)
+        elif state == FAILURE:
+            answer.update(status="failed", error=exception_message(info) or "Unknown error")
+        elif state == REVOKED:
+            answer["status"] = "cancelled"
+        else:
+            answer["status"] = state.lower()
+        return answer
+
+
+class AsyncResult:
+    """The state of one task, read the way ``celery.result.AsyncResult`` reads it."""
+
+    def __init__(self, task_id: str, *, client: JobClient | None = None) -> None:
+        self.id = self.task_id = task_id
+        self.client = client or JobClient.from_settings()
+        self._meta: dict[str, Any] | None = None
+
+    def _load(self) -> dict[str, Any]:
+        if self._meta is not None:  # only final meta is kept, as Celery does
+            return self._meta
+        meta = self.client.store.get(self.task_id) or {"status": PENDING, "result": None}
+        if meta.get("status") in FINAL_STATES:
+            self._meta = meta
+        return meta
+
+    @property
+    def state(self) -> str:
+        return str(self._load()["status"])
+
+    status = state
+
+    @property
+    def info(self) -> Any:
+        return self._load().get("result")
+
+    result = info
+
+    @property
+    def traceback(self) -> str | None:
+        return self._load().get("traceback")
+
+    @property
+    def date_done(self) -> dt.datetime | None:
+        done = self._load().get("date_done")
+        return dt.datetime.fromisoformat(done) if done else None
+
+    def ready(self) -> bool:
+        return self.state in FINAL_STATES
+
+    def successful(self) -> bool:
+        return self.state == SUCCESS
+
+    def failed(self) -> bool:
+        return self.state == FAILURE
+
+    def get(self, timeout: float | None = None, propagate: bool = True) -> Any:
+        """Block until a final state arrives on the task's channel; return or raise its result."""
+        meta = self._wait(timeout)
+        if meta["status"] == SUCCESS or not propagate:
+            return meta.get("result")
+        raise _exception(meta.get("result"))
+
+    def _wait(self, timeout: float | None) -> dict[str, Any]:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        pubsub = self.client.store.client.pubsub(ignore_subscribe_messages=True)
+        try:
+            pubsub.subscribe(self.client.store.key(self.task_id))
+            meta = self._load()  # read after subscribing, so no write can fall in between
+            while meta.get("status") not in FINAL_STATES:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise TaskTimeout(f"task {self.task_id} is still {meta.get('status')} after {timeout} s")
+                event = pubsub.get_message(timeout=min(remaining or 5.0, 5.0))
+                if event is not None:
+                    meta = json.loads(event["data"])
+                elif remaining is None or remaining > 5.0:
+                    meta = self._load()  # a periodic re-read guards against a lost subscription
+            self._meta = meta
+            return meta
+        finally:
+            pubsub.close()
+
+    def __repr__(self) -> str:
+        return f"<AsyncResult: {self.task_id}>"
+
+
+def _exception(encoded: Any) -> BaseException:
+    """Rebuild a builtin exception; anything else becomes ``TaskFailed``."""
+    if not isinstance(encoded, dict):
+        return TaskFailed("Exception", str(encoded))
+    exc_type, module = str(encoded.get("exc_type")), encoded.get("exc_module")
+    message = exception_message(encoded)
+    cls = getattr(builtins, exc_type, None) if module == "builtins" else None
+    if isinstance(cls, type) and issubclass(cls, Exception):
+        args = encoded.get("exc_message")
+        return cls(*args) if isinstance(args, list) else cls(args)
+    return TaskFailed(exc_type, message, module)

@@ -1,0 +1,233 @@
+"""Settings, read once from the environment and an optional ``.env`` file.
+
+The Celery worker's variable names keep working (``CELERY_BROKER_URL``,
+``CELERY_RESULT_BACKEND``, ...) next to clearer native names (``BROKER_URL``,
+``RESULT_BACKEND_URL``). Unknown keys are ignored, and an invalid value fails at
+start with a message that names the variable and says how to fix it.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from typing import Any, Literal
+
+from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .errors import ConfigError
+
+__all__ = ["Settings", "get_settings", "load_settings", "parse_size"]
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(B|KB|KIB|MB|MIB|GB|GIB|TB|TIB)?\s*$", re.IGNORECASE)
+_UNITS = {
+    "B": 1,
+    "KB": 1000,
+    "KIB": 1024,
+    "MB": 1000**2,
+    "MIB": 1024**2,
+    "GB": 1000**3,
+    "GIB": 1024**3,
+    "TB": 1000**4,
+    "TIB": 1024**4,
+}
+
+
+def parse_size(text: str) -> int:
+    """Return the number of bytes of a DuckDB-style size such as ``512MB`` or ``2GiB``."""
+    match = _SIZE.match(text)
+    if not match:
+        raise ValueError(f"{text!r} is not a size; write it like 512MB or 2GB")
+    number, unit = match.groups()
+    return int(float(number) * _UNITS[(unit or "B").upper()])
+
+
+def _env(*names: str) -> AliasChoices:
+    return AliasChoices(*names)
+
+
+class Settings(BaseSettings):
+    """Every setting of rosetta-jobs. ``docs/configuration.md`` is generated from this class."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        case_sensitive=False,
+        populate_by_name=True,
+    )
+
+    # Redis
+    broker_url: str = Field(
+        "redis://localhost:6379/1",
+        validation_alias=_env("BROKER_URL", "CELERY_BROKER_URL"),
+        description="Redis URL of the Dramatiq broker (queues).",
+    )
+    result_backend_url: str = Field(
+        "redis://localhost:6379/2",
+        validation_alias=_env("RESULT_BACKEND_URL", "CELERY_RESULT_BACKEND"),
+        description="Redis URL where task state is kept as celery-task-meta-<id>.",
+    )
+    redis_url: str = Field(
+        "redis://localhost:6379/0",
+        validation_alias=_env("REDIS_URL"),
+        description="Redis URL of the preview cache.",
+    )
+    result_expires: int = Field(
+        600,
+        ge=60,
+        validation_alias=_env("RESULT_EXPIRES", "CELERY_RESULT_EXPIRES"),
+        description="Seconds a task state stays readable after its last change.",
+    )
+    broker_namespace: str = Field(
+        "dramatiq",
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        validation_alias=_env("BROKER_NAMESPACE"),
+        description="Key prefix of the broker's queues in Redis.",
+    )
+
+    # Config database and credentials
+    database_url: str = Field(
+        "postgresql://postgres@localhost:5432/rosetta",
+        validation_alias=_env("DATABASE_URL"),
+        description="PostgreSQL URL of the config database (tables sources, destinations).",
+    )
+    db_pool_size: int = Field(10, ge=1, le=50, validation_alias=_env("DB_POOL_SIZE"))
+    db_pool_timeout: int = Field(30, ge=1, le=120, validation_alias=_env("DB_POOL_TIMEOUT"))
+    credential_encryption_key: str | None = Field(
+        None,
+        validation_alias=_env("CREDENTIAL_ENCRYPTION_KEY"),
+        description="The backend's AES-256-GCM key: 32 bytes, raw or base64. Needed by workers only.",
+    )
+
+    # Preview
+    preview_row_limit: int = Field(500, ge=1, le=50_000, validation_alias=_env("PREVIEW_ROW_LIMIT"))
+    preview_cache_ttl: int = Field(300, ge=0, validation_alias=_env("PREVIEW_CACHE_TTL"))
+    preview_time_limit: float = Field(
+        120.0,
+        gt=0,
+        validation_alias=_env("PREVIEW_TIME_LIMIT", "TASK_SOFT_TIME_LIMIT"),
+        description="Seconds a preview may run before its query is interrupted.",
+    )
+    arrow_batch_size: int = Field(1024, ge=128, le=20_000, validation_alias=_env("ARROW_BATCH_SIZE"))
+    duckdb_memory_limit: str = Field(
+        "1GB",
+        validation_alias=_env("DUCKDB_MEMORY_LIMIT"),
+        description="memory_limit of each DuckDB session.",
+    )
+    duckdb_threads: int = Field(2, ge=1, le=16, validation_alias=_env("DUCKDB_THREADS"))
+    duckdb_max_concurrent: int = Field(
+        4,
+        ge=1,
+        le=16,
+        validation_alias=_env("DUCKDB_MAX_CONCURRENT"),
+        description="DuckDB sessions running at once in one worker process.",
+    )
+    worker_memory_budget: str = Field(
+        "4GB",
+        validation_alias=_env("WORKER_MEMORY_BUDGET"),
+        description="Memory all DuckDB sessions of one worker process may use together; "
+        "memory_limit is lowered to budget / DUCKDB_MAX_CONCURRENT when it would not fit.",
+    )
+
+    # Retries and time limits
+    max_retries: int = Field(3, ge=0, le=20, validation_alias=_env("MAX_RETRIES"))
+    retry_min_backoff_ms: int = Field(1000, ge=10, validation_alias=_env("RETRY_MIN_BACKOFF_MS"))
+    retry_max_backoff_ms: int = Field(30_000, ge=100, validation_alias=_env("RETRY_MAX_BACKOFF_MS"))
+
+    # Ops service
+    server_host: str = Field("0.0.0.0", validation_alias=_env("SERVER_HOST"))
+    server_port: int = Field(8002, ge=1, le=65535, validation_alias=_env("SERVER_PORT"))
+    api_key: str | None = Field(None, validation_alias=_env("API_KEY"))
+    admin_api_key: str | None = Field(None, validation_alias=_env("ADMIN_API_KEY"))
+    max_active_per_user: int = Field(10, ge=1, validation_alias=_env("MAX_ACTIVE_PER_USER"))
+
+    # Logging
+    log_level: Literal["TRACE", "DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
+        "INFO", validation_alias=_env("LOG_LEVEL")
+    )
+    log_format: Literal["json", "console"] = Field("console", validation_alias=_env("LOG_FORMAT"))
+
+    @field_validator("broker_url", "result_backend_url", "redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str) -> str:
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(f"{value!r} is not a Redis URL; write it like redis://localhost:6379/1")
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_url(cls, value: str) -> str:
+        # SQLAlchemy-style driver suffixes of the Celery era are accepted and dropped.
+        value = re.sub(r"^postgres(?:ql)?(?:\+\w+)?://", "postgresql://", value)
+        if not value.startswith("postgresql://"):
+            raise ValueError(f"{value!r} is not a PostgreSQL URL; write it like postgresql://user@host:5432/db")
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _log_format(cls, value: Any) -> Any:
+        # The Celery worker treated anything but "json" as the console renderer.
+        if isinstance(value, str) and value.lower() != "json":
+            return "console"
+        return value.lower() if isinstance(value, str) else value
+
+    @field_validator("duckdb_memory_limit", "worker_memory_budget")
+    @classmethod
+    def _size(cls, value: str) -> str:
+        parse_size(value)
+        return value
+
+    @field_validator("credential_encryption_key")
+    @classmethod
+    def _key(cls, value: str | None) -> str | None:
+        if value:
+            from .keys import derive_key
+
+            derive_key(value)
+        return value or None
+
+    @model_validator(mode="after")
+    def _backoff(self) -> Settings:
+        if self.retry_max_backoff_ms < self.retry_min_backoff_ms:
+            raise ValueError("RETRY_MAX_BACKOFF_MS must be at least RETRY_MIN_BACKOFF_MS")
+        return self
+
+    @property
+    def duckdb_memory_limit_bytes(self) -> int:
+        """The memory_limit each session really gets: fits the budget across all slots."""
+        wanted = parse_size(self.duckdb_memory_limit)
+        share = parse_size(self.worker_memory_budget) // self.duckdb_max_concurrent
+        return min(wanted, share)
+
+
+def _env_names(field: str) -> str:
+    info = Settings.model_fields.get(field)
+    alias = info.validation_alias if info else None
+    if isinstance(alias, AliasChoices):
+        return " or ".join(str(choice) for choice in alias.choices)
+    return field.upper()
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read the settings, turning pydantic's report into one that names the env variable."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            field = str(error["loc"][0]) if error["loc"] else "settings"
+            message = str(error["msg"]).removeprefix("Value error, ")
+            lines.append(f"{_env_names(field)}: {message} (got {error.get('input')!r})")
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None
+
+
+@functools.lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read on first use."""
+    return load_settings()

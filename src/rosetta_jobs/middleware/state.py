@@ -1,0 +1,118 @@
+"""Celery-compatible task state, written as a job moves through the worker.
+
+Placed *before* ``Retries`` in the stack: ``after_*`` hooks run in reverse list
+order, so by the time this middleware sees a failure, ``Retries`` has already
+decided between a retry (RETRY) and the end (FAILURE).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from typing import Any
+
+import dramatiq
+from dramatiq.common import q_name
+from dramatiq.errors import ActorNotFound
+from dramatiq.middleware import CurrentMessage, Middleware, SkipMessage
+from loguru import logger
+
+from ..states import (
+    FAILURE,
+    FINAL_STATES,
+    PROGRESS,
+    RETRY,
+    STARTED,
+    SUCCESS,
+    build_meta,
+    encode_exception,
+    format_traceback,
+)
+from ..store import TaskStore
+
+__all__ = ["TaskState", "report_progress"]
+
+
+class TaskState(Middleware):
+    """Writes STARTED, PROGRESS, SUCCESS, RETRY and FAILURE under the message id."""
+
+    def __init__(self, *, store: TaskStore, hostname: str | None = None) -> None:
+        self.store = store
+        self.hostname = hostname or f"rosetta@{socket.gethostname()}"
+
+    def write(self, message: Any, status: str, result: Any = None, **extra: Any) -> bool:
+        meta = build_meta(
+            message.message_id,
+            status,
+            result,
+            name=message.actor_name,
+            args=message.args,
+            kwargs=message.kwargs,
+            worker=self.hostname,
+            queue=q_name(message.queue_name),
+            **extra,
+        )
+        return self.store.write(meta)
+
+    def before_process_message(self, broker: dramatiq.Broker, message: Any) -> None:
+        current = self.store.get(message.message_id)
+        if current is not None and current.get("status") in FINAL_STATES:
+            # A redelivery (crash, DQ promotion race) or a cancel: never run it again.
+            logger.info("task {} is already {}; skipping it", message.message_id, current["status"])
+            raise SkipMessage(f"task is already {current['status']}")
+        started = {"pid": os.getpid(), "hostname": self.hostname}
+        self.write(message, STARTED, started, retries=message.options.get("retries", 0))
+
+    def after_process_message(
+        self, broker: dramatiq.Broker, message: Any, *, result: Any = None, exception: BaseException | None = None
+    ) -> None:
+        attempt = max(message.options.get("retries", 1) - 1, 0)
+        if exception is None:
+            self._succeed(message, result)
+        elif message.failed:
+            self.write(
+                message, FAILURE, encode_exception(exception), traceback=format_traceback(exception), retries=attempt
+            )
+        else:
+            self.write(
+                message, RETRY, encode_exception(exception), traceback=format_traceback(exception), retries=attempt
+            )
+
+    def _succeed(self, message: Any, result: Any) -> None:
+        try:
+            self.write(message, SUCCESS, result, retries=message.options.get("retries", 0))
+        except (TypeError, ValueError) as exc:
+            error = TypeError(f"the result of {message.actor_name} is not JSON-serialisable: {exc}")
+            logger.error("task {}: {}", message.message_id, error)
+            self.write(message, FAILURE, encode_exception(error))
+
+    def after_nack(self, broker: dramatiq.Broker, message: Any) -> None:
+        # Dead-lettered without passing through the actor: unknown actor, age limit.
+        exception = getattr(message, "_exception", None)
+        if isinstance(exception, ActorNotFound):
+            encoded = {
+                "exc_type": "NotRegistered",
+                "exc_message": [message.actor_name],
+                "exc_module": "celery.exceptions",
+            }
+        elif exception is not None:
+            encoded = encode_exception(exception)
+        else:
+            encoded = {"exc_type": "MessageRejected", "exc_message": ["dead-lettered"], "exc_module": "rosetta_jobs"}
+        self.write(message, FAILURE, encoded)
+
+
+def report_progress(meta: dict[str, Any], *, state: str = PROGRESS) -> None:
+    """Store PROGRESS with ``meta`` for the job the calling actor is running.
+
+    Outside a worker (a plain function call in a test) there is no job, and this does nothing.
+    """
+    message = CurrentMessage.get_current_message()
+    if message is None:
+        return
+    json.dumps(meta, allow_nan=False)  # fail in the actor, not in the store, on bad meta
+    for middleware in dramatiq.get_broker().middleware:
+        if isinstance(middleware, TaskState):
+            middleware.write(message, state, meta, retries=message.options.get("retries", 0))
+            return

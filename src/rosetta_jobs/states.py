@@ -1,0 +1,111 @@
+"""Task states and Celery's result-meta layout.
+
+The backend polls with ``celery.result.AsyncResult``; it must read exactly what a
+Celery worker with ``result_extended=True`` would have written (key order,
+exception encoding, ISO ``date_done``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import traceback as tb
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+__all__ = [
+    "EXCEPTION_STATES",
+    "FAILURE",
+    "FINAL_STATES",
+    "PENDING",
+    "PROGRESS",
+    "RETRY",
+    "REVOKED",
+    "STARTED",
+    "SUCCESS",
+    "build_meta",
+    "encode_exception",
+    "exception_message",
+    "revoked_exception",
+]
+
+PENDING = "PENDING"
+STARTED = "STARTED"
+PROGRESS = "PROGRESS"
+RETRY = "RETRY"
+SUCCESS = "SUCCESS"
+FAILURE = "FAILURE"
+REVOKED = "REVOKED"
+
+#: States after which nothing may overwrite the stored meta.
+FINAL_STATES = frozenset({SUCCESS, FAILURE, REVOKED})
+#: States whose ``result`` holds an encoded exception.
+EXCEPTION_STATES = frozenset({RETRY, FAILURE, REVOKED})
+
+
+def _jsonable(value: Any) -> Any:
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError):
+        return repr(value)
+    return value
+
+
+def encode_exception(exc: BaseException) -> dict[str, Any]:
+    """Encode an exception as Celery's ``prepare_exception`` does for JSON."""
+    return {
+        "exc_type": type(exc).__qualname__,
+        "exc_message": [_jsonable(arg) for arg in exc.args],
+        "exc_module": type(exc).__module__,
+    }
+
+
+def revoked_exception() -> dict[str, Any]:
+    """The exception Celery stores for a revoked task."""
+    return {"exc_type": "TaskRevokedError", "exc_message": ["revoked"], "exc_module": "celery.exceptions"}
+
+
+def exception_message(result: Any) -> str:
+    """``str()`` of the exception an encoded result stands for, as the backend shows it."""
+    if not isinstance(result, Mapping):
+        return str(result) if result else ""
+    message = result.get("exc_message")
+    if isinstance(message, Sequence) and not isinstance(message, str):
+        args = list(message)
+        return "" if not args else str(args[0]) if len(args) == 1 else str(tuple(args))
+    return str(message or "")
+
+
+def format_traceback(exc: BaseException) -> str:
+    return "".join(tb.format_exception(type(exc), exc, exc.__traceback__, limit=30))
+
+
+def build_meta(
+    task_id: str,
+    status: str,
+    result: Any = None,
+    *,
+    traceback: str | None = None,
+    name: str | None = None,
+    args: Sequence[Any] | None = None,
+    kwargs: Mapping[str, Any] | None = None,
+    worker: str | None = None,
+    retries: int = 0,
+    queue: str | None = None,
+) -> dict[str, Any]:
+    """The meta document in Celery's key order; ``date_done`` is set for final states."""
+    done = dt.datetime.now(dt.UTC).isoformat() if status in FINAL_STATES else None
+    return {
+        "status": status,
+        "result": result,
+        "traceback": traceback,
+        "children": [],
+        "date_done": done,
+        "name": name,
+        "args": list(args) if args is not None else None,
+        "kwargs": dict(kwargs) if kwargs is not None else None,
+        "worker": worker,
+        "retries": retries,
+        "queue": queue,
+        "task_id": task_id,
+    }

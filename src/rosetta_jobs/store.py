@@ -1,0 +1,90 @@
+"""Task state in Redis: ``celery-task-meta-<id>`` written with SETEX and PUBLISH.
+
+Writes go through one Lua script so that a final state (SUCCESS, FAILURE,
+REVOKED) is never overwritten, whatever order a redelivered message, a late
+worker and a cancel arrive in.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import redis
+
+from .errors import BrokerUnavailable
+from .states import FINAL_STATES
+
+__all__ = ["KEY_PREFIX", "TaskStore"]
+
+#: Celery's key prefix; the channel of the same name carries every write.
+KEY_PREFIX = "celery-task-meta-"
+
+_WRITE = """
+local current = redis.call('GET', KEYS[1])
+if current then
+  local ok, doc = pcall(cjson.decode, current)
+  if ok and type(doc) == 'table' then
+    local s = doc['status']
+    if s == 'SUCCESS' or s == 'FAILURE' or s == 'REVOKED' then return 0 end
+  end
+end
+redis.call('SETEX', KEYS[1], ARGV[2], ARGV[1])
+redis.call('PUBLISH', KEYS[1], ARGV[1])
+return 1
+"""
+
+
+def _redact(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    if "@" in rest:
+        rest = "***@" + rest.split("@", 1)[1]
+    return scheme + sep + rest
+
+
+class TaskStore:
+    """Read and write task meta. Thread-safe; one per process is enough."""
+
+    def __init__(self, client: redis.Redis, *, expires: int = 600, url: str = "") -> None:
+        self.client = client
+        self.expires = expires
+        self.url = url
+        self._write = client.register_script(_WRITE)
+
+    @classmethod
+    def from_url(cls, url: str, *, expires: int = 600) -> TaskStore:
+        client = redis.Redis.from_url(url, socket_connect_timeout=5, socket_keepalive=True)
+        return cls(client, expires=expires, url=url)
+
+    @staticmethod
+    def key(task_id: str) -> str:
+        return KEY_PREFIX + task_id
+
+    def unavailable(self, exc: Exception) -> BrokerUnavailable:
+        return BrokerUnavailable(
+            f"cannot reach the result backend at {_redact(self.url)}: {exc}. Start Redis or set RESULT_BACKEND_URL."
+        )
+
+    def get(self, task_id: str) -> dict[str, Any] | None:
+        """The stored meta, or ``None`` when there is none (Celery's PENDING)."""
+        try:
+            raw = self.client.get(self.key(task_id))
+        except redis.RedisError as exc:
+            raise self.unavailable(exc) from exc
+        if raw is None:
+            return None
+        doc = json.loads(raw)
+        return doc if isinstance(doc, dict) else None
+
+    def write(self, meta: dict[str, Any]) -> bool:
+        """Store ``meta`` unless a final state is already there. Returns whether it was written."""
+        payload = json.dumps(meta, allow_nan=False)
+        return bool(self._write(keys=[self.key(meta["task_id"])], args=[payload, self.expires]))
+
+    def is_final(self, task_id: str) -> bool:
+        meta = self.get(task_id)
+        return meta is not None and meta.get("status") in FINAL_STATES
+
+    def delete(self, task_id: str) -> None:
+        """Forget a task's state, so that a requeued job can run again."""
+        self.client.delete(self.key(task_id))
