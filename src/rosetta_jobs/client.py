@@ -66,7 +66,7 @@ class JobClient:
         options: Mapping[str, Any] | None = None,
     ) -> str:
         """Enqueue ``actor_name(*args, **kwargs)`` and return its task id (the message id)."""
-        message = Message(
+        message: Message[Any] = Message(
             queue_name=queue_name,
             actor_name=actor_name,
             args=tuple(args),

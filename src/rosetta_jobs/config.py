@@ -206,12 +206,14 @@ class Settings(BaseSettings):
         return min(wanted, share)
 
 
-def _env_names(field: str) -> str:
-    info = Settings.model_fields.get(field)
-    alias = info.validation_alias if info else None
-    if isinstance(alias, AliasChoices):
-        return " or ".join(str(choice) for choice in alias.choices)
-    return field.upper()
+def _env_names(loc: str) -> str:
+    """All the env names of the field pydantic reports as ``loc`` (a field name or one of its aliases)."""
+    for name, info in Settings.model_fields.items():
+        alias = info.validation_alias
+        choices = [str(c) for c in alias.choices] if isinstance(alias, AliasChoices) else [name.upper()]
+        if loc.lower() in {name, *(c.lower() for c in choices)}:
+            return " or ".join(choices)
+    return loc.upper()
 
 
 def load_settings(**overrides: Any) -> Settings:

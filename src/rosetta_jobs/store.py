@@ -8,7 +8,7 @@ worker and a cancel arrive in.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -68,7 +68,7 @@ class TaskStore:
     def get(self, task_id: str) -> dict[str, Any] | None:
         """The stored meta, or ``None`` when there is none (Celery's PENDING)."""
         try:
-            raw = self.client.get(self.key(task_id))
+            raw = cast("bytes | None", self.client.get(self.key(task_id)))
         except redis.RedisError as exc:
             raise self.unavailable(exc) from exc
         if raw is None:

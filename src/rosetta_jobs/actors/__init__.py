@@ -14,6 +14,6 @@ configure_logging()
 broker = build_broker()
 dramatiq.set_broker(broker)
 
-from . import test  # noqa: E402  (actors must be declared after the broker)
+from . import preview, test  # noqa: E402  (actors must be declared after the broker)
 
-__all__ = ["broker", "test"]
+__all__ = ["broker", "preview", "test"]

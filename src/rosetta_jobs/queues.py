@@ -1,0 +1,231 @@
+"""What is waiting in the broker: queue depths and dead letters, read from Dramatiq's Redis keys.
+
+Shared by ``/health``, ``/metrics`` and ``/admin``. The key layout is Dramatiq's
+(``dramatiq-celery.md`` A14): ``<ns>:<q>`` (ready ids), ``<ns>:<q>.msgs`` (payloads of
+ready *and* fetched-but-unacked messages), ``<ns>:<q>.DQ.msgs`` (delayed), and
+``<ns>:<q>.XQ`` / ``<ns>:<q>.XQ.msgs`` (dead letters, scored by nack time).
+
+The service's own keys (worker heartbeats, metrics, per-user limits) live on the result
+backend under ``ops_key(namespace, ...)``, next to the task state they describe.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import redis
+
+from .states import exception_message
+from .store import TaskStore
+
+__all__ = ["OPS_PREFIX", "DeadLetter", "QueueDepth", "QueueInspector", "is_queue_name", "ops_key"]
+
+#: Prefix of every key rosetta-jobs itself keeps in Redis (besides Celery's task meta).
+OPS_PREFIX = "rosetta-jobs"
+
+_QUEUE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,199}$")
+_SUFFIXES = (".DQ.msgs", ".XQ.msgs", ".msgs", ".DQ", ".XQ")
+
+# Move one dead letter back to its queue, only if it is still dead-lettered (no double requeue).
+_REQUEUE = """
+if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('HDEL', KEYS[2], ARGV[1])
+redis.call('HSET', KEYS[3], ARGV[1], ARGV[2])
+redis.call('RPUSH', KEYS[4], ARGV[1])
+return 1
+"""
+
+
+def ops_key(namespace: str, *parts: str) -> str:
+    """``rosetta-jobs:<namespace>:<part>:...``: one deployment's keys never mix with another's."""
+    return ":".join((OPS_PREFIX, namespace, *parts))
+
+
+def is_queue_name(name: str) -> bool:
+    """Whether ``name`` can be a Dramatiq queue (and so is safe to build a key from)."""
+    return bool(_QUEUE_NAME.match(name)) and not name.endswith((".DQ", ".XQ"))
+
+
+@dataclass(frozen=True)
+class QueueDepth:
+    """How many messages of one queue are in each place."""
+
+    name: str
+    ready: int
+    delayed: int
+    dead_lettered: int
+    in_progress: int
+
+    def asdict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """One dead-lettered message, with the failure its task state recorded."""
+
+    redis_id: str
+    task_id: str
+    queue: str
+    actor: str
+    args: list[Any]
+    kwargs: dict[str, Any]
+    enqueued_at: float | None
+    dead_lettered_at: float
+    state: str | None
+    error: str | None
+    exc_type: str | None
+    traceback: str | None
+
+    def asdict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class QueueInspector:
+    """Read and repair the broker's queues. Thread-safe; every call is a few Redis round trips."""
+
+    def __init__(self, *, client: redis.Redis, namespace: str, store: TaskStore) -> None:
+        self.client = client
+        self.namespace = namespace
+        self.store = store
+        self._requeue = client.register_script(_REQUEUE)
+
+    def _key(self, name: str) -> str:
+        return f"{self.namespace}:{name}"
+
+    def queue_names(self, known: tuple[str, ...] | list[str] = ()) -> list[str]:
+        """Every queue with a key in the broker, plus ``known`` ones (those workers listen to)."""
+        names = {name for name in known if is_queue_name(name)}
+        prefix = f"{self.namespace}:"
+        for raw in self.client.scan_iter(match=f"{prefix}*", count=500):
+            key = raw.decode() if isinstance(raw, bytes) else str(raw)
+            name = key[len(prefix) :]
+            if name.startswith("__"):  # __acks__, __heartbeats__
+                continue
+            for suffix in _SUFFIXES:
+                if name.endswith(suffix):
+                    name = name[: -len(suffix)]
+                    break
+            if is_queue_name(name):
+                names.add(name)
+        return sorted(names)
+
+    def depths(self, names: list[str]) -> list[QueueDepth]:
+        """Depths of ``names`` from one pipeline. ``in_progress`` counts fetched but unacked messages."""
+        pipe = self.client.pipeline(transaction=False)
+        for name in names:
+            pipe.llen(self._key(name))
+            pipe.hlen(self._key(f"{name}.msgs"))
+            pipe.hlen(self._key(f"{name}.DQ.msgs"))
+            pipe.zcard(self._key(f"{name}.XQ"))
+        values = pipe.execute()
+        result = []
+        for index, name in enumerate(names):
+            ready, stored, delayed, dead = (int(v) for v in values[4 * index : 4 * index + 4])
+            result.append(QueueDepth(name, ready, delayed, dead, max(stored - ready, 0)))
+        return result
+
+    def dead_letters(self, queue: str, *, limit: int = 50) -> list[DeadLetter]:
+        """The newest ``limit`` dead letters of ``queue``, with error and traceback from the task state."""
+        if not is_queue_name(queue):
+            return []
+        scored = self.client.zrevrange(self._key(f"{queue}.XQ"), 0, max(limit, 1) - 1, withscores=True)
+        if not scored:
+            return []
+        ids = [member.decode() for member, _ in scored]
+        payloads = self.client.hmget(self._key(f"{queue}.XQ.msgs"), ids)
+        letters = []
+        for (redis_id, (_, score)), payload in zip(zip(ids, scored, strict=True), payloads, strict=True):
+            if payload is not None:
+                letters.append(self._letter(queue, redis_id, float(score) / 1000, payload))
+        return letters
+
+    def dead_letter(self, queue: str, redis_id: str) -> DeadLetter | None:
+        if not is_queue_name(queue):
+            return None
+        score = self.client.zscore(self._key(f"{queue}.XQ"), redis_id)
+        payload = self.client.hget(self._key(f"{queue}.XQ.msgs"), redis_id)
+        if score is None or payload is None:
+            return None
+        return self._letter(queue, redis_id, float(score) / 1000, payload)
+
+    def _letter(self, queue: str, redis_id: str, dead_at: float, payload: bytes) -> DeadLetter:
+        try:
+            doc = json.loads(payload)
+        except ValueError:
+            doc = {}
+        if not isinstance(doc, dict):
+            doc = {}
+        task_id = str(doc.get("message_id") or "")
+        meta = self.store.get(task_id) if task_id else None
+        result = meta.get("result") if meta else None
+        stamp = doc.get("message_timestamp")
+        return DeadLetter(
+            redis_id=redis_id,
+            task_id=task_id,
+            queue=queue,
+            actor=str(doc.get("actor_name") or "?"),
+            args=list(doc.get("args") or []),
+            kwargs=dict(doc.get("kwargs") or {}),
+            enqueued_at=stamp / 1000 if isinstance(stamp, int | float) else None,
+            dead_lettered_at=dead_at,
+            state=meta.get("status") if meta else None,
+            error=exception_message(result) or None if meta else ("undecodable payload" if not doc else None),
+            exc_type=str(result.get("exc_type")) if isinstance(result, dict) else None,
+            traceback=meta.get("traceback") if meta else None,
+        )
+
+    def requeue(self, queue: str, redis_id: str) -> bool:
+        """Put one dead letter back at the end of its queue so that it runs again.
+
+        Its task state is deleted first: ``TaskState`` skips a task whose state is already
+        final, and a FAILURE is final. Retry count and eta are reset, and the timestamp is
+        now, so the age limit and the queue-wait metric see a fresh message.
+        """
+        if not is_queue_name(queue):
+            return False
+        payload = self.client.hget(self._key(f"{queue}.XQ.msgs"), redis_id)
+        if payload is None:
+            return False
+        try:
+            doc = json.loads(payload)
+        except ValueError:
+            return False  # an undecodable payload would only be dead-lettered again
+        if not isinstance(doc, dict):
+            return False
+        options = dict(doc.get("options") or {})
+        for option in ("retries", "eta", "traceback", "requeue_timestamp"):
+            options.pop(option, None)
+        options["redis_message_id"] = redis_id
+        doc.update(options=options, message_timestamp=int(time.time() * 1000), queue_name=queue)
+        if doc.get("message_id"):
+            self.store.delete(str(doc["message_id"]))
+        keys = [
+            self._key(f"{queue}.XQ"),
+            self._key(f"{queue}.XQ.msgs"),
+            self._key(f"{queue}.msgs"),
+            self._key(queue),
+        ]
+        encoded = json.dumps(doc, separators=(",", ":"))
+        return bool(self._requeue(keys=keys, args=[redis_id, encoded]))
+
+    def requeue_all(self, queue: str) -> int:
+        """Requeue every dead letter of ``queue``, oldest first; returns how many moved."""
+        if not is_queue_name(queue):
+            return 0
+        ids = [member.decode() for member in self.client.zrange(self._key(f"{queue}.XQ"), 0, -1)]
+        return sum(self.requeue(queue, redis_id) for redis_id in ids)
+
+    def delete(self, queue: str, redis_id: str) -> bool:
+        """Drop one dead letter for good. Its task state (FAILURE) stays until it expires."""
+        if not is_queue_name(queue):
+            return False
+        pipe = self.client.pipeline(transaction=True)
+        pipe.zrem(self._key(f"{queue}.XQ"), redis_id)
+        pipe.hdel(self._key(f"{queue}.XQ.msgs"), redis_id)
+        removed, _ = pipe.execute()
+        return bool(removed)

@@ -1,0 +1,187 @@
+"""Shared fixtures. Every test talks to the real Redis and PostgreSQL of this machine.
+
+Redis: tests use databases 11 (broker), 12 (task state) and 13 (preview cache),
+flushed before and after each test that asks for them. PostgreSQL: each test
+module that needs a database gets its own, dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+import pytest
+import redis
+
+ROOT = Path(__file__).resolve().parent.parent
+REDIS_HOST = os.environ.get("TEST_REDIS_HOST", "127.0.0.1")
+REDIS_PORT = int(os.environ.get("TEST_REDIS_PORT", "6379"))
+PG_ADMIN_URL = os.environ.get("TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+BROKER_DB, RESULTS_DB, CACHE_DB = 11, 12, 13
+#: Base64 of bytes 00..1f: the key of the spec's first encryption vector.
+TEST_KEY = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
+
+HOW_TO_START = {
+    "redis": "start it with: redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save '' --appendonly no",
+    "postgres": "start it with: pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start",
+}
+
+
+def redis_url(db: int) -> str:
+    return f"redis://{REDIS_HOST}:{REDIS_PORT}/{db}"
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    try:
+        redis.Redis(host=REDIS_HOST, port=REDIS_PORT, socket_connect_timeout=2).ping()
+    except redis.RedisError as exc:
+        pytest.exit(f"Redis at {REDIS_HOST}:{REDIS_PORT} is not reachable ({exc}); {HOW_TO_START['redis']}", 3)
+    try:
+        psycopg.connect(PG_ADMIN_URL, connect_timeout=3).close()
+    except psycopg.Error as exc:
+        pytest.exit(f"PostgreSQL at {PG_ADMIN_URL} is not reachable ({exc}); {HOW_TO_START['postgres']}", 3)
+
+
+def _flush() -> None:
+    for db in (BROKER_DB, RESULTS_DB, CACHE_DB):
+        redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=db).flushdb()
+
+
+@pytest.fixture
+def redis_dbs() -> Iterator[None]:
+    """The three test databases, empty before the test and emptied after it."""
+    _flush()
+    yield
+    _flush()
+
+
+@pytest.fixture
+def results_redis(redis_dbs: None) -> redis.Redis:
+    return redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=RESULTS_DB)
+
+
+@pytest.fixture
+def broker_redis(redis_dbs: None) -> redis.Redis:
+    return redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=BROKER_DB)
+
+
+def create_database(prefix: str = "rj_test") -> str:
+    """Create an empty PostgreSQL database and return its URL."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+
+
+def drop_database(url: str) -> None:
+    name = url.rsplit("/", 1)[1]
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="module")
+def pg_database() -> Iterator[str]:
+    """An empty database of this test module's own, dropped at the end of the module."""
+    url = create_database()
+    yield url
+    drop_database(url)
+
+
+def worker_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CELERY_", "BROKER_", "RESULT_"))}
+    env.update(
+        BROKER_URL=redis_url(BROKER_DB),
+        RESULT_BACKEND_URL=redis_url(RESULTS_DB),
+        REDIS_URL=redis_url(CACHE_DB),
+        CREDENTIAL_ENCRYPTION_KEY=TEST_KEY,
+        LOG_LEVEL="INFO",
+        PYTHONUNBUFFERED="1",
+    )
+    env.update(extra)
+    return env
+
+
+@dataclass
+class WorkerProcess:
+    """A real ``dramatiq rosetta_jobs.actors`` master with its worker processes."""
+
+    proc: subprocess.Popen[bytes]
+    log: Path
+    args: list[str] = field(default_factory=list)
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def wait_ready(self, processes: int, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.output().count("Worker process is ready for action") >= processes:
+                return
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"worker exited with {self.proc.returncode}:\n{self.output()}")
+            time.sleep(0.1)
+        raise TimeoutError(f"worker not ready after {timeout} s:\n{self.output()}")
+
+    def stop(self, timeout: float = 20.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+        return self.proc.returncode
+
+
+@pytest.fixture
+def start_worker(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
+    """Start real worker masters; each is stopped (SIGTERM, then SIGKILL) after the test."""
+    started: list[WorkerProcess] = []
+
+    def start(
+        *, processes: int = 1, threads: int = 2, modules: tuple[str, ...] = ("testjobs",), wait: bool = True, **env: str
+    ) -> WorkerProcess:
+        log = tmp_path / f"worker-{len(started)}.log"
+        args = [
+            sys.executable, "-m", "dramatiq", "rosetta_jobs.actors", *modules,
+            "--path", str(ROOT / "tests" / "support"),
+            "-p", str(processes), "-t", str(threads), "--worker-shutdown-timeout", "10000",
+        ]  # fmt: skip
+        handle = open(log, "wb")  # noqa: SIM115 - closed with the process
+        proc = subprocess.Popen(args, cwd=ROOT, env=worker_env(**env), stdout=handle, stderr=subprocess.STDOUT,
+                                start_new_session=True)  # fmt: skip
+        worker = WorkerProcess(proc, log, args)
+        started.append(worker)
+        if wait:
+            worker.wait_ready(processes)
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop()
+
+
+@pytest.fixture
+def client(redis_dbs: None):  # type: ignore[no-untyped-def]
+    from rosetta_jobs.client import JobClient
+
+    return JobClient(broker_url=redis_url(BROKER_DB), result_backend_url=redis_url(RESULTS_DB))
+
+
+@pytest.fixture
+def celery_app(redis_dbs: None):  # type: ignore[no-untyped-def]
+    """The real ``celery`` package, configured the way the backend reads results."""
+    from celery import Celery
+
+    app = Celery("backend-under-test", backend=redis_url(RESULTS_DB), broker=redis_url(BROKER_DB))
+    app.conf.result_extended = True
+    yield app
+    app.close()
