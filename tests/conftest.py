@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -141,27 +142,38 @@ class WorkerProcess:
         return self.proc.returncode
 
 
+def launch_worker(
+    log: Path,
+    *,
+    processes: int = 1,
+    threads: int = 2,
+    modules: tuple[str, ...] = ("testjobs",),
+    wait: bool = True,
+    **env: str,
+) -> WorkerProcess:
+    """Start ``dramatiq rosetta_jobs.actors`` (plus the test actors) as its own process group."""
+    args = [
+        sys.executable, "-m", "dramatiq", "rosetta_jobs.actors", *modules,
+        "--path", str(ROOT / "tests" / "support"),
+        "-p", str(processes), "-t", str(threads), "--worker-shutdown-timeout", "10000",
+    ]  # fmt: skip
+    handle = open(log, "wb")  # noqa: SIM115 - closed with the process
+    proc = subprocess.Popen(args, cwd=ROOT, env=worker_env(**env), stdout=handle, stderr=subprocess.STDOUT,
+                            start_new_session=True)  # fmt: skip
+    worker = WorkerProcess(proc, log, args)
+    if wait:
+        worker.wait_ready(processes)
+    return worker
+
+
 @pytest.fixture
 def start_worker(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
     """Start real worker masters; each is stopped (SIGTERM, then SIGKILL) after the test."""
     started: list[WorkerProcess] = []
 
-    def start(
-        *, processes: int = 1, threads: int = 2, modules: tuple[str, ...] = ("testjobs",), wait: bool = True, **env: str
-    ) -> WorkerProcess:
-        log = tmp_path / f"worker-{len(started)}.log"
-        args = [
-            sys.executable, "-m", "dramatiq", "rosetta_jobs.actors", *modules,
-            "--path", str(ROOT / "tests" / "support"),
-            "-p", str(processes), "-t", str(threads), "--worker-shutdown-timeout", "10000",
-        ]  # fmt: skip
-        handle = open(log, "wb")  # noqa: SIM115 - closed with the process
-        proc = subprocess.Popen(args, cwd=ROOT, env=worker_env(**env), stdout=handle, stderr=subprocess.STDOUT,
-                                start_new_session=True)  # fmt: skip
-        worker = WorkerProcess(proc, log, args)
+    def start(**kwargs: Any) -> WorkerProcess:
+        worker = launch_worker(tmp_path / f"worker-{len(started)}.log", **kwargs)
         started.append(worker)
-        if wait:
-            worker.wait_ready(processes)
         return worker
 
     yield start

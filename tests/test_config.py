@@ -15,7 +15,7 @@ CELERY_VARS = ("CELERY_BROKER_URL", "CELERY_RESULT_BACKEND", "BROKER_URL", "RESU
 @pytest.fixture
 def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     """No rosetta variables from the caller's environment, and a private working directory for .env."""
-    for name in CELERY_VARS + ("REDIS_URL", "DATABASE_URL", "CREDENTIAL_ENCRYPTION_KEY", "PREVIEW_ROW_LIMIT"):
+    for name in (*CELERY_VARS, "REDIS_URL", "DATABASE_URL", "CREDENTIAL_ENCRYPTION_KEY", "PREVIEW_ROW_LIMIT"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)
     return tmp_path
@@ -57,7 +57,7 @@ def test_invalid_value_names_the_variable_and_the_fix(clean_env: Path, monkeypat
 
 def test_bad_encryption_key_fails_at_start(clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CREDENTIAL_ENCRYPTION_KEY", "00" * 32)
-    with pytest.raises(ConfigError, match="CREDENTIAL_ENCRYPTION_KEY.*Got 64 bytes"):
+    with pytest.raises(ConfigError, match=r"CREDENTIAL_ENCRYPTION_KEY.*Got 64 bytes"):
         load_settings()
 
 

@@ -23,7 +23,9 @@ from dramatiq.middleware import (
 from loguru import logger
 
 from .config import Settings, get_settings
-from .middleware import TaskState
+from .middleware import Cancellation, Recovery, TaskState
+from .middleware.heartbeat import Heartbeat
+from .middleware.metrics import Metrics
 from .store import TaskStore
 
 __all__ = ["RosettaBroker", "build_broker", "build_middleware"]
@@ -93,7 +95,14 @@ def build_middleware(settings: Settings) -> list[Middleware]:
         Callbacks(),
         Pipelines(),
         CurrentMessage(),
-        TaskState(store=store),
+        # Heartbeat before TaskState: a task's lease exists before its STARTED, and outlives its final state.
+        Heartbeat(client=store.client, namespace=settings.broker_namespace),
+        # Metrics before Retries, like TaskState, so that it sees the final outcome.
+        Metrics(client=store.client, namespace=settings.broker_namespace),
+        TaskState(store=store, max_worker_losses=settings.max_worker_losses),
+        # After TaskState: a message TaskState skips (already final, e.g. cancelled) never counts as running.
+        Cancellation(store=store),
+        Recovery(),
         # Retries are off unless an actor opts in (Dramatiq's default is 20 for everything).
         Retries(max_retries=0),
     ]
@@ -106,6 +115,7 @@ def build_broker(settings: Settings | None = None, *, middleware: list[Middlewar
         url=settings.broker_url,
         namespace=settings.broker_namespace,
         middleware=build_middleware(settings) if middleware is None else middleware,
+        heartbeat_timeout=settings.heartbeat_timeout_ms,
         socket_connect_timeout=5,
         socket_keepalive=True,
     )

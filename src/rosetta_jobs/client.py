@@ -21,7 +21,19 @@ from dramatiq import Message
 from .broker import RosettaBroker
 from .config import Settings, get_settings
 from .errors import BrokerUnavailable, TaskFailed, TaskTimeout
-from .states import FAILURE, FINAL_STATES, PENDING, PROGRESS, REVOKED, STARTED, SUCCESS, exception_message
+from .limits import UserLimits
+from .states import (
+    FAILURE,
+    FINAL_STATES,
+    PENDING,
+    PROGRESS,
+    REVOKED,
+    STARTED,
+    SUCCESS,
+    build_meta,
+    exception_message,
+    revoked_exception,
+)
 from .store import TaskStore, _redact
 
 __all__ = ["PREVIEW_ACTOR", "PREVIEW_QUEUE", "AsyncResult", "JobClient"]
@@ -40,10 +52,14 @@ class JobClient:
         result_backend_url: str,
         result_expires: int = 600,
         namespace: str = "dramatiq",
+        max_active_per_user: int = 10,
     ) -> None:
         self.broker_url = broker_url
         self.broker = RosettaBroker(url=broker_url, namespace=namespace, middleware=[], socket_connect_timeout=5)
         self.store = TaskStore.from_url(result_backend_url, expires=result_expires)
+        self.limits = UserLimits(
+            store=self.store, broker_client=self.broker.client, namespace=namespace, max_active=max_active_per_user
+        )
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> JobClient:
@@ -53,6 +69,7 @@ class JobClient:
             result_backend_url=settings.result_backend_url,
             result_expires=settings.result_expires,
             namespace=settings.broker_namespace,
+            max_active_per_user=settings.max_active_per_user,
         )
 
     def send(
@@ -64,8 +81,13 @@ class JobClient:
         *,
         task_id: str | None = None,
         options: Mapping[str, Any] | None = None,
+        user_id: str | None = None,
     ) -> str:
-        """Enqueue ``actor_name(*args, **kwargs)`` and return its task id (the message id)."""
+        """Enqueue ``actor_name(*args, **kwargs)`` and return its task id (the message id).
+
+        With ``user_id``, the job counts against that user's ``MAX_ACTIVE_PER_USER``;
+        ``UserLimitExceeded`` is raised, and nothing enqueued, when the user is at the limit.
+        """
         message: Message[Any] = Message(
             queue_name=queue_name,
             actor_name=actor_name,
@@ -75,12 +97,19 @@ class JobClient:
             message_id=task_id or str(uuid.uuid4()),
         )
         json.dumps(message.asdict(), allow_nan=False)  # a clear error here, not a dead message later
+        if user_id is not None:
+            self.limits.reserve(user_id, message.message_id)
         try:
-            self.broker.enqueue(message)
+            self.store.mark_submitted(message.message_id, queue_name)
+            enqueued = self.broker.enqueue(message)
         except redis.RedisError as exc:
+            if user_id is not None:
+                self.limits.release(user_id, message.message_id)
             raise BrokerUnavailable(
                 f"cannot reach the broker at {_redact(self.broker_url)}: {exc}. Start Redis or set BROKER_URL."
             ) from exc
+        if user_id is not None:
+            self.limits.locate(user_id, message.message_id, queue_name, enqueued.options["redis_message_id"])
         return message.message_id
 
     def submit_preview(
@@ -93,11 +122,35 @@ class JobClient:
         include_profiling: bool = False,
         *,
         time_limit: float | None = None,
+        user_id: str | None = None,
     ) -> str:
         """Enqueue a SQL preview with the Celery worker's positional arguments."""
         options = {"time_limit": int(time_limit * 1000)} if time_limit else None
         args = (sql, source_id, destination_id, table_name, filter_sql, include_profiling)
-        return self.send(PREVIEW_ACTOR, args, queue_name=PREVIEW_QUEUE, options=options)
+        return self.send(PREVIEW_ACTOR, args, queue_name=PREVIEW_QUEUE, options=options, user_id=user_id)
+
+    def cancel(self, task_id: str) -> dict[str, Any]:
+        """Cancel a job: if queued it never starts; if running, its query is interrupted.
+
+        The state becomes REVOKED and stays so. An unknown or finished id is left as it is, and the
+        answer says why: ``{"task_id", "cancelled": bool, "state", "reason"?}``.
+        """
+        meta = self.store.get(task_id)
+        state = meta.get("status", PENDING) if meta else PENDING
+        if state in FINAL_STATES:
+            return {"task_id": task_id, "cancelled": False, "state": state, "reason": f"the task already ended {state}"}
+        if meta is None and not self.store.is_submitted(task_id):
+            return {
+                "task_id": task_id,
+                "cancelled": False,
+                "state": PENDING,
+                "reason": "no task with this id was submitted",
+            }
+        self.store.request_cancel(task_id)
+        if not self.store.write(build_meta(task_id, REVOKED, revoked_exception())):
+            final = (self.store.get(task_id) or {}).get("status", state)
+            return {"task_id": task_id, "cancelled": False, "state": final, "reason": f"the task already ended {final}"}
+        return {"task_id": task_id, "cancelled": True, "state": REVOKED}
 
     def result(self, task_id: str) -> AsyncResult:
         return AsyncResult(task_id, client=self)

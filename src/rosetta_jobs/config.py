@@ -135,6 +135,20 @@ class Settings(BaseSettings):
     retry_min_backoff_ms: int = Field(1000, ge=10, validation_alias=_env("RETRY_MIN_BACKOFF_MS"))
     retry_max_backoff_ms: int = Field(30_000, ge=100, validation_alias=_env("RETRY_MAX_BACKOFF_MS"))
 
+    heartbeat_timeout_ms: int = Field(
+        15_000,
+        ge=2_000,
+        validation_alias=_env("HEARTBEAT_TIMEOUT_MS"),
+        description="A worker process silent this long is dead; its in-flight jobs are requeued.",
+    )
+    max_worker_losses: int = Field(
+        2,
+        ge=0,
+        le=20,
+        validation_alias=_env("MAX_WORKER_LOSSES"),
+        description="Times a job may lose its worker (crash, OOM kill) and run again before it ends FAILURE.",
+    )
+
     # Ops service
     server_host: str = Field("0.0.0.0", validation_alias=_env("SERVER_HOST"))
     server_port: int = Field(8002, ge=1, le=65535, validation_alias=_env("SERVER_PORT"))

@@ -28,7 +28,9 @@ __all__ = ["run_demo", "seed"]
 
 DEMO_CONFIG_DB = "rosetta_demo_config"
 DEMO_SOURCE_DB = "rosetta_demo_source"
-DEMO_SQL = "SELECT status, count(*) AS orders, sum(amount) AS total, max(created_at) AS latest FROM orders GROUP BY status"
+DEMO_SQL = (
+    "SELECT status, count(*) AS orders, sum(amount) AS total, max(created_at) AS latest FROM orders GROUP BY status"
+)
 
 
 def _admin_url(database_url: str) -> str:

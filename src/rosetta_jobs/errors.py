@@ -21,6 +21,7 @@ __all__ = [
     "TaskTimeout",
     "TransientError",
     "UserLimitExceeded",
+    "WorkerLost",
 ]
 
 
@@ -60,6 +61,10 @@ class PreviewError(RosettaJobsError):
 
 class TransientError(RosettaJobsError):
     """An infrastructure failure that a later attempt may not meet again."""
+
+
+class WorkerLost(RosettaJobsError):
+    """The job's worker process died while running it, too many times to try again."""
 
 
 class JobInterrupt(BaseException):

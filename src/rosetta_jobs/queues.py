@@ -15,7 +15,7 @@ import json
 import re
 import time
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -133,11 +133,14 @@ class QueueInspector:
         """The newest ``limit`` dead letters of ``queue``, with error and traceback from the task state."""
         if not is_queue_name(queue):
             return []
-        scored = self.client.zrevrange(self._key(f"{queue}.XQ"), 0, max(limit, 1) - 1, withscores=True)
+        scored = cast(
+            "list[tuple[bytes, float]]",
+            self.client.zrevrange(self._key(f"{queue}.XQ"), 0, max(limit, 1) - 1, withscores=True),
+        )
         if not scored:
             return []
         ids = [member.decode() for member, _ in scored]
-        payloads = self.client.hmget(self._key(f"{queue}.XQ.msgs"), ids)
+        payloads = cast("list[bytes | None]", self.client.hmget(self._key(f"{queue}.XQ.msgs"), ids))
         letters = []
         for (redis_id, (_, score)), payload in zip(zip(ids, scored, strict=True), payloads, strict=True):
             if payload is not None:
@@ -147,8 +150,8 @@ class QueueInspector:
     def dead_letter(self, queue: str, redis_id: str) -> DeadLetter | None:
         if not is_queue_name(queue):
             return None
-        score = self.client.zscore(self._key(f"{queue}.XQ"), redis_id)
-        payload = self.client.hget(self._key(f"{queue}.XQ.msgs"), redis_id)
+        score = cast("float | None", self.client.zscore(self._key(f"{queue}.XQ"), redis_id))
+        payload = cast("bytes | None", self.client.hget(self._key(f"{queue}.XQ.msgs"), redis_id))
         if score is None or payload is None:
             return None
         return self._letter(queue, redis_id, float(score) / 1000, payload)
@@ -188,7 +191,7 @@ class QueueInspector:
         """
         if not is_queue_name(queue):
             return False
-        payload = self.client.hget(self._key(f"{queue}.XQ.msgs"), redis_id)
+        payload = cast("bytes | None", self.client.hget(self._key(f"{queue}.XQ.msgs"), redis_id))
         if payload is None:
             return False
         try:
@@ -217,7 +220,8 @@ class QueueInspector:
         """Requeue every dead letter of ``queue``, oldest first; returns how many moved."""
         if not is_queue_name(queue):
             return 0
-        ids = [member.decode() for member in self.client.zrange(self._key(f"{queue}.XQ"), 0, -1)]
+        members = cast("list[bytes]", self.client.zrange(self._key(f"{queue}.XQ"), 0, -1))
+        ids = [member.decode() for member in members]
         return sum(self.requeue(queue, redis_id) for redis_id in ids)
 
     def delete(self, queue: str, redis_id: str) -> bool:

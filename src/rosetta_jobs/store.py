@@ -19,6 +19,12 @@ __all__ = ["KEY_PREFIX", "TaskStore"]
 
 #: Celery's key prefix; the channel of the same name carries every write.
 KEY_PREFIX = "celery-task-meta-"
+#: rosetta-jobs' own per-task keys, next to the meta in the result backend.
+CANCEL_PREFIX = "rosetta-cancel-"
+SUBMITTED_PREFIX = "rosetta-submitted-"
+DELIVERIES_PREFIX = "rosetta-deliveries-"
+#: How long a submitted task is known to ``cancel`` while it waits in a queue (Dramatiq's DLQ TTL).
+SUBMITTED_TTL = 7 * 24 * 3600
 
 _WRITE = """
 local current = redis.call('GET', KEYS[1])
@@ -87,4 +93,27 @@ class TaskStore:
 
     def delete(self, task_id: str) -> None:
         """Forget a task's state, so that a requeued job can run again."""
-        self.client.delete(self.key(task_id))
+        self.client.delete(self.key(task_id), DELIVERIES_PREFIX + task_id, CANCEL_PREFIX + task_id)
+
+    def mark_submitted(self, task_id: str, queue_name: str) -> None:
+        """Remember that ``task_id`` was enqueued, so ``cancel`` can tell queued from unknown."""
+        self.client.set(SUBMITTED_PREFIX + task_id, queue_name, ex=SUBMITTED_TTL)
+
+    def is_submitted(self, task_id: str) -> bool:
+        return bool(self.client.exists(SUBMITTED_PREFIX + task_id))
+
+    def request_cancel(self, task_id: str) -> None:
+        self.client.set(CANCEL_PREFIX + task_id, b"1", ex=self.expires)
+
+    def cancel_requested(self, task_ids: list[str]) -> list[str]:
+        """The ids among ``task_ids`` that a client asked to cancel."""
+        flags = cast("list[bytes | None]", self.client.mget([CANCEL_PREFIX + t for t in task_ids]))
+        return [task_id for task_id, flag in zip(task_ids, flags, strict=True) if flag]
+
+    def count_delivery(self, task_id: str) -> int:
+        """Count one more start of ``task_id``; returns the number of starts so far."""
+        pipe = self.client.pipeline()
+        pipe.incr(DELIVERIES_PREFIX + task_id)
+        pipe.expire(DELIVERIES_PREFIX + task_id, SUBMITTED_TTL)
+        count, _ = pipe.execute()
+        return int(count)

@@ -14,6 +14,7 @@ from dramatiq.middleware import CurrentMessage
 from ..config import get_settings
 from ..middleware import report_progress
 from ..preview import PreviewRequest
+from ..retrying import retry_options
 
 if TYPE_CHECKING:
     from ..preview.pipeline import PreviewRunner
@@ -35,7 +36,7 @@ def runner() -> PreviewRunner:
         return _runner
 
 
-@dramatiq.actor(actor_name="worker.preview.execute", queue_name="preview")
+@dramatiq.actor(actor_name="worker.preview.execute", queue_name="preview", **retry_options())
 def execute(
     sql: str | None,
     source_id: int,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from .cancel import Cancellation
+from .recovery import Recovery
 from .state import TaskState, report_progress
 
-__all__ = ["TaskState", "report_progress"]
+__all__ = ["Cancellation", "Recovery", "TaskState", "report_progress"]

@@ -16,7 +16,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import dramatiq
 import redis
@@ -99,6 +99,7 @@ class Heartbeat(Middleware):
         self.processed = 0
         self._running: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
+        self._beat_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -139,10 +140,7 @@ class Heartbeat(Middleware):
         }
         with self._lock:
             self._running[message.message_id] = entry
-        try:
-            self.client.set(lease_key(self.namespace, message.message_id), self.worker_id, px=int(self.ttl * 1000))
-        except redis.RedisError as exc:
-            logger.warning("could not write the lease of task {}: {}", message.message_id, exc)
+        self._safe_beat()  # writes the task's lease, and the busy count is right at once
 
     def after_process_message(
         self, broker: dramatiq.Broker, message: Any, *, result: Any = None, exception: BaseException | None = None
@@ -157,25 +155,29 @@ class Heartbeat(Middleware):
             known = self._running.pop(message.message_id, None)
             if known is not None:
                 self.processed += 1
-        if known is None:
-            return
-        try:
-            self.client.delete(lease_key(self.namespace, message.message_id))
-        except redis.RedisError as exc:
-            logger.warning("could not drop the lease of task {}: {}", message.message_id, exc)
+        if known is not None:
+            self._safe_beat(finished=message.message_id)
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):
             self._safe_beat()
 
-    def _safe_beat(self) -> None:
+    def _safe_beat(self, *, finished: str | None = None) -> None:
         try:
-            self.beat()
+            self.beat(finished=finished)
         except redis.RedisError as exc:
             logger.warning("heartbeat of {} failed: {}", self.worker_id, exc)
 
-    def beat(self) -> None:
-        """Write the heartbeat hash and renew the leases of the running tasks, in one transaction."""
+    def beat(self, *, finished: str | None = None) -> None:
+        """Write the heartbeat hash and renew the leases of the running tasks, in one transaction.
+
+        ``finished`` is a task whose lease goes in the same transaction. Beats are serialised,
+        so an older picture (with that task still running) can never be written after it.
+        """
+        with self._beat_lock:
+            self._beat(finished)
+
+    def _beat(self, finished: str | None) -> None:
         now = time.time()
         with self._lock:
             running = list(self._running.values())
@@ -204,13 +206,15 @@ class Heartbeat(Middleware):
         pipe.zadd(_index_key(self.namespace), {self.worker_id: now})
         for entry in running:
             pipe.set(lease_key(self.namespace, entry["task_id"]), self.worker_id, px=ttl_ms)
+        if finished is not None:
+            pipe.delete(lease_key(self.namespace, finished))
         pipe.execute()
 
 
 def read_workers(client: redis.Redis, namespace: str) -> list[WorkerInfo]:
     """The worker processes whose heartbeat has not expired, and forget the others."""
     index = _index_key(namespace)
-    ids = [member.decode() for member in client.zrange(index, 0, -1)]
+    ids = [member.decode() for member in cast("list[bytes]", client.zrange(index, 0, -1))]
     if not ids:
         return []
     pipe = client.pipeline(transaction=False)

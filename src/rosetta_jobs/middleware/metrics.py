@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from typing import Any
+from typing import Any, cast
 
 import dramatiq
 import redis
@@ -153,7 +153,7 @@ class Metrics(Middleware):
 
 def read_recent_failures(client: redis.Redis, namespace: str, *, limit: int = 20) -> list[dict[str, Any]]:
     """The newest failures (final ones, not retried attempts), newest first."""
-    raw = client.lrange(metrics_key(namespace, "recent_failures"), 0, max(limit, 1) - 1)
+    raw = cast("list[bytes]", client.lrange(metrics_key(namespace, "recent_failures"), 0, max(limit, 1) - 1))
     failures = []
     for item in raw:
         try:

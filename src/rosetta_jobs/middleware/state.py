@@ -18,6 +18,8 @@ from dramatiq.errors import ActorNotFound
 from dramatiq.middleware import CurrentMessage, Middleware, SkipMessage
 from loguru import logger
 
+from .. import interrupts
+from ..errors import WorkerLost
 from ..states import (
     FAILURE,
     FINAL_STATES,
@@ -37,8 +39,9 @@ __all__ = ["TaskState", "report_progress"]
 class TaskState(Middleware):
     """Writes STARTED, PROGRESS, SUCCESS, RETRY and FAILURE under the message id."""
 
-    def __init__(self, *, store: TaskStore, hostname: str | None = None) -> None:
+    def __init__(self, *, store: TaskStore, max_worker_losses: int = 2, hostname: str | None = None) -> None:
         self.store = store
+        self.max_worker_losses = max_worker_losses
         self.hostname = hostname or f"rosetta@{socket.gethostname()}"
 
     def write(self, message: Any, status: str, result: Any = None, **extra: Any) -> bool:
@@ -61,8 +64,16 @@ class TaskState(Middleware):
             # A redelivery (crash, DQ promotion race) or a cancel: never run it again.
             logger.info("task {} is already {}; skipping it", message.message_id, current["status"])
             raise SkipMessage(f"task is already {current['status']}")
+        retries = message.options.get("retries", 0)
+        losses = self.store.count_delivery(message.message_id) - 1 - retries
+        if losses > self.max_worker_losses:
+            # A poison message: it took its worker down every time. Dead-letter it instead of looping.
+            message.fail()
+            error = WorkerLost(f"the worker running this job died {losses} times; it is not run again")
+            self.write(message, FAILURE, encode_exception(error))
+            raise SkipMessage(str(error))
         started = {"pid": os.getpid(), "hostname": self.hostname}
-        self.write(message, STARTED, started, retries=message.options.get("retries", 0))
+        self.write(message, STARTED, started, retries=retries)
 
     def after_process_message(
         self, broker: dramatiq.Broker, message: Any, *, result: Any = None, exception: BaseException | None = None
@@ -107,10 +118,12 @@ def report_progress(meta: dict[str, Any], *, state: str = PROGRESS) -> None:
     """Store PROGRESS with ``meta`` for the job the calling actor is running.
 
     Outside a worker (a plain function call in a test) there is no job, and this does nothing.
+    A job that was cancelled stops here with ``JobCancelled``.
     """
     message = CurrentMessage.get_current_message()
     if message is None:
         return
+    interrupts.check_cancelled()
     json.dumps(meta, allow_nan=False)  # fail in the actor, not in the store, on bad meta
     for middleware in dramatiq.get_broker().middleware:
         if isinstance(middleware, TaskState):

@@ -8,10 +8,12 @@ poller, as with the Celery worker). Infrastructure failures (``TransientError``)
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 import duckdb
 
+from .. import interrupts
 from ..catalog import Catalog
 from ..config import Settings
 from ..errors import JobTimedOut, PreviewError, TransientError
@@ -20,7 +22,7 @@ from .profile import profile
 from .query import build_statement
 from .request import PreviewRequest, error_result
 from .serialize import serialize
-from .session import Session, SessionPool, scrub
+from .session import SessionPool, scrub
 
 __all__ = ["PreviewRunner"]
 
@@ -33,8 +35,6 @@ class PreviewRunner:
         self.sessions = sessions
         self.cache = cache
         self.time_limit = time_limit
-        self._running: dict[str, Session] = {}
-        self._lock = threading.Lock()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PreviewRunner:
@@ -50,13 +50,13 @@ class PreviewRunner:
         )
 
     def run(self, request: PreviewRequest, *, task_id: str | None = None, time_limit: float | None = None) -> Any:
-        """The preview's result dict; ``task_id`` lets ``stop`` reach its running query."""
+        """The preview's result dict; ``task_id`` lets a cancel reach its running query."""
         cached = self.cache.get(request)
         if cached is not None:
             return cached
         limit = time_limit or self.time_limit
         try:
-            result = self._execute(request, task_id, limit)
+            result = self._execute(request, task_id, time.monotonic() + limit)
         except PreviewError as exc:
             return error_result(str(exc))
         except JobTimedOut:
@@ -64,14 +64,20 @@ class PreviewRunner:
         self.cache.put(request, result)
         return result
 
-    def _execute(self, request: PreviewRequest, task_id: str | None, limit: float) -> dict[str, Any]:
+    def _execute(self, request: PreviewRequest, task_id: str | None, deadline: float) -> dict[str, Any]:
         source = self.catalog.source(request.source_id)
         self.catalog.destination(request.destination_id)
         statement = build_statement(request, source_alias=source.alias)
-        with self.sessions.session(source, wait=limit) as session:
-            self._track(task_id, session)
+        with self.sessions.session(source, wait=_remaining(deadline)) as session:
+            cancelled = threading.Event()
+
+            def stop() -> bool:
+                cancelled.set()
+                return session.stop()
+
+            interrupts.attach(task_id, stop)
             try:
-                table = session.run(statement, timeout=limit)
+                table = session.run(statement, timeout=_remaining(deadline), cancelled=cancelled)
             except duckdb.InterruptException:
                 raise
             except (duckdb.ConnectionException, duckdb.IOException) as exc:
@@ -79,27 +85,19 @@ class PreviewRunner:
             except duckdb.Error as exc:
                 raise PreviewError(scrub(str(exc), source.password)) from None
             finally:
-                self._track(task_id, None)
+                interrupts.detach(task_id)
         result: dict[str, Any] = serialize(table)
         if request.include_profiling:
             result["profile"] = profile(table)
         return result
 
-    def _track(self, task_id: str | None, session: Session | None) -> None:
-        if task_id is None:
-            return
-        with self._lock:
-            if session is None:
-                self._running.pop(task_id, None)
-            else:
-                self._running[task_id] = session
-
-    def stop(self, task_id: str) -> bool:
-        """Interrupt the query of ``task_id`` if this process runs it (used by cancel)."""
-        with self._lock:
-            session = self._running.get(task_id)
-        return session.stop() if session is not None else False
-
     def close(self) -> None:
         self.sessions.close()
         self.catalog.close()
+
+
+def _remaining(deadline: float) -> float:
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise JobTimedOut(0)
+    return remaining

@@ -40,7 +40,7 @@ _MIN_SECOND, _MAX_SECOND = _MIN_DAY * 86_400, (_MAX_DAY + 1) * 86_400 - 1
 _INT64_MAX = 2**63 - 1
 _DATE_INFINITY = 2**31 - 1
 _PER_SECOND = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
-_ZERO_FRACTION = r"\.0+($|[+-])"
+_UTC_NAMES = frozenset({"UTC", "Etc/UTC", "+00:00", "Z", "GMT", "Etc/GMT", "UCT", "Etc/UCT", "Universal", "Zulu"})
 _NS_PER = {"H": 3_600 * 10**9, "M": 60 * 10**9}
 
 
@@ -53,7 +53,7 @@ def column_label(arrow_type: pa.DataType) -> str:
     ``time`` is ``text``: the UI treats ``date`` values as calendar dates and a time of day is not one.
     """
     t = arrow_type
-    if isinstance(t, pa.ExtensionType):
+    if isinstance(t, pa.BaseExtensionType):
         return _extension_label(t)
     if pa.types.is_dictionary(t):
         return column_label(t.value_type)
@@ -66,7 +66,7 @@ def column_label(arrow_type: pa.DataType) -> str:
     return "text"
 
 
-def _extension_label(t: pa.ExtensionType) -> str:
+def _extension_label(t: pa.BaseExtensionType) -> str:
     if isinstance(t, pa.Bool8Type):
         return "boolean"
     if isinstance(t, pa.OpaqueType) and t.vendor_name == "DuckDB" and t.type_name in _NUMERIC_OPAQUE:
@@ -111,7 +111,8 @@ def serialize(data: pa.Table | pa.RecordBatchReader, *, max_rows: int | None = N
     labels = [column_label(field.type) for field in table.schema]
     columns = [json_values(column) for column in table.columns]
     if columns:
-        rows = [dict(zip(names, row, strict=True)) for row in zip(*columns, strict=True)]
+        # Equal lengths by construction; strict=True would cost ~40% of this, the hottest loop.
+        rows = [dict(zip(names, row, strict=False)) for row in zip(*columns, strict=False)]
     else:
         rows = [{} for _ in range(table.num_rows)]
     return {"columns": names, "column_types": labels, "data": rows, "error": None}
@@ -138,8 +139,10 @@ def _table(data: pa.Table | pa.RecordBatchReader, max_rows: int | None) -> pa.Ta
         return data if max_rows is None else data.slice(0, max_rows)
     batches: list[pa.RecordBatch] = []
     count = 0
-    for batch in data:
-        if max_rows is not None and count >= max_rows:
+    while max_rows is None or count < max_rows:
+        try:
+            batch = data.read_next_batch()
+        except StopIteration:
             break
         batches.append(batch)
         count += batch.num_rows
@@ -156,7 +159,7 @@ def _values(arr: pa.Array) -> _Values:
     if arr.null_count == len(arr):
         return [None] * len(arr)
     t = arr.type
-    if isinstance(t, pa.ExtensionType):
+    if isinstance(t, pa.BaseExtensionType):
         return _extension(arr)
     if pa.types.is_dictionary(t):
         return _values(arr.dictionary_decode())
@@ -167,6 +170,7 @@ def _values(arr: pa.Array) -> _Values:
 
 
 def _as_is(arr: pa.Array) -> _Values:
+    """Strings and booleans are JSON already: Arrow builds the Python objects in C."""
     return arr.to_pylist()  # type: ignore[no-any-return]
 
 
@@ -203,7 +207,7 @@ def _integers(arr: pa.Array) -> _Values:
         return values  # type: ignore[no-any-return]
     bounds = pc.min_max(arr)
     low, high = bounds["min"].as_py(), bounds["max"].as_py()
-    if -MAX_SAFE_INTEGER <= low and high <= MAX_SAFE_INTEGER:
+    if low >= -MAX_SAFE_INTEGER and high <= MAX_SAFE_INTEGER:
         return values  # type: ignore[no-any-return]
     return [_int(v) if v is not None else None for v in values]
 
@@ -230,13 +234,17 @@ def _decimals(arr: pa.Array) -> _Values:
     The float comes from parsing the exact decimal text (correctly rounded), so its shortest
     repr -- what JSON and JavaScript print -- is the same number.
     """
+    if arr.type.scale < 0:
+        return [_plain(v) for v in arr.to_pylist()]
     text = pc.cast(arr, pa.string())
     number = pc.cast(text, pa.float64())
-    if arr.type.scale <= 0:
+    if arr.type.scale == 0:
         safe = pc.less_equal(pc.abs(number), float(MAX_SAFE_INTEGER))
         if pc.all(safe).as_py():
             return pc.cast(text, pa.int64()).to_pylist()  # type: ignore[no-any-return]
         return [_int(int(v)) if v is not None else None for v in arr.to_pylist()]
+    if pc.max(pc.abs(number)).as_py() < 10.0 ** (_DOUBLE_DIGITS - arr.type.scale) * 0.999:
+        return number.to_pylist()  # type: ignore[no-any-return]  # every value has <= 15 digits
     mantissa = pc.replace_substring_regex(text, pattern=r"E.*$|[-.]", replacement="")
     digits = pc.utf8_length(pc.utf8_rtrim(pc.utf8_ltrim(mantissa, characters="0"), characters="0"))
     safe = pc.less_equal(digits, _DOUBLE_DIGITS)
@@ -246,10 +254,6 @@ def _decimals(arr: pa.Array) -> _Values:
         None if d is None else (f if ok else format(d, "f"))
         for f, d, ok in zip(number.to_pylist(), arr.to_pylist(), safe.to_pylist(), strict=True)
     ]
-
-
-def _booleans(arr: pa.Array) -> _Values:
-    return arr.to_pylist()  # type: ignore[no-any-return]
 
 
 # --------------------------------------------------------------------------- dates and times
@@ -265,10 +269,20 @@ def _dates(arr: pa.Array) -> _Values:
 
 
 def _timestamps(arr: pa.Array) -> _Values:
-    """ISO 8601 with ``T``; the column's offset for timestamptz; fraction at the column's precision, dropped if 0."""
+    """ISO 8601 with ``T``; the column's offset for timestamptz; fraction at the column's precision, dropped if 0.
+
+    UTC columns (the session's zone) are formatted as naive ones plus ``+00:00``: Arrow's string cast is
+    ~20x faster than ``strftime``, which is kept for other zones, whose offset changes with the date.
+    """
     unit, tz = arr.type.unit, arr.type.tz
-    fmt = "%Y-%m-%dT%H:%M:%S%Ez" if tz else "%Y-%m-%dT%H:%M:%S"
-    text = pc.replace_substring_regex(pc.strftime(arr, format=fmt), pattern=_ZERO_FRACTION, replacement=r"\1")
+    if tz is None or tz in _UTC_NAMES:
+        text = pc.replace_substring(pc.cast(arr.view(pa.timestamp(unit)), pa.string()), " ", "T", max_replacements=1)
+        text = pc.replace_substring_regex(text, pattern=r"\.0+$", replacement="")
+        if tz is not None:
+            text = pc.binary_join_element_wise(text, "+00:00", "")
+    else:
+        text = pc.strftime(arr, format="%Y-%m-%dT%H:%M:%S%Ez")
+        text = pc.replace_substring_regex(text, pattern=r"\.0+([+-])", replacement=r"\1")
     per = _PER_SECOND[unit]
     low, high = (_MIN_SECOND * per, _MAX_SECOND * per) if unit != "ns" else (-_INT64_MAX + 1, _INT64_MAX - 1)
     out: list[Any] = text.to_pylist()
@@ -279,7 +293,7 @@ def _times(arr: pa.Array) -> _Values:
     """``HH:MM:SS[.fraction]``, fraction at the column's precision and dropped when zero."""
     per = _PER_SECOND[arr.type.unit]
     ticks = arr.view(pa.int64() if pa.types.is_time64(arr.type) else pa.int32())
-    text = pc.replace_substring_regex(pc.strftime(arr, format="%H:%M:%S"), pattern=_ZERO_FRACTION, replacement=r"\1")
+    text = pc.replace_substring_regex(pc.cast(arr, pa.string()), pattern=r"\.0+$", replacement="")
     out: list[Any] = text.to_pylist()
     return _patch(out, ticks, 0, 86_400 * per - 1, lambda v: _clock(v, per))
 
@@ -346,12 +360,14 @@ def _durations(arr: pa.Array) -> _Values:
     return [None if v is None else _iso_interval(0, 0, v * per) for v in arr.view(pa.int64()).to_pylist()]
 
 
-def _iso_interval(months: int, days: int, nanos: int) -> str:
+def _iso_interval(total_months: int, days: int, nanos: int) -> str:
     """ISO 8601 duration as PostgreSQL's ``IntervalStyle iso_8601`` writes it: ``P1Y2M-3DT4H5M6.5S``.
 
     Each part carries its own sign because DuckDB intervals mix signs (``1 month -2 days``).
     """
-    years, months = int(months / 12), months - int(months / 12) * 12
+    years, months = divmod(abs(total_months), 12)
+    if total_months < 0:
+        years, months = -years, -months
     text = "P" + "".join(f"{n}{u}" for n, u in ((years, "Y"), (months, "M"), (days, "D")) if n)
     sign, nanos = ("-" if nanos < 0 else ""), abs(nanos)
     clock = ""
@@ -402,7 +418,7 @@ def _structs(arr: pa.Array) -> _Values:
     names = column_names([arr.type.field(i).name for i in range(arr.type.num_fields)])
     children = [_values(child) for child in arr.flatten()]
     rows: list[Any] = (
-        [dict(zip(names, row, strict=True)) for row in zip(*children, strict=True)]
+        [dict(zip(names, row, strict=False)) for row in zip(*children, strict=False)]
         if children
         else [{} for _ in range(len(arr))]
     )
@@ -498,7 +514,7 @@ _NUMERIC_OPAQUE = frozenset({"hugeint", "uhugeint", "bignum", "varint"})
 # --------------------------------------------------------------------------- Python values
 
 
-def _plain(v: Any) -> Any:  # noqa: C901 - one flat type switch reads better than a dispatch table here
+def _plain(v: Any) -> Any:
     """A Python value (parsed JSON, a union member) by the same rules as the columns."""
     if v is None or isinstance(v, bool | str):
         return v
@@ -539,7 +555,7 @@ _CONVERTERS: tuple[tuple[Callable[[pa.DataType], bool], Callable[[pa.Array], _Va
     (pa.types.is_integer, _integers),
     (pa.types.is_floating, _floats),
     (_is_text, _as_is),
-    (pa.types.is_boolean, _booleans),
+    (pa.types.is_boolean, _as_is),
     (pa.types.is_decimal, _decimals),
     (pa.types.is_date, _dates),
     (pa.types.is_timestamp, _timestamps),

@@ -87,9 +87,11 @@ class Session:
         try:
             self.con.execute(f"LOAD {_sql_string(str(extension_path()))}")
             self.con.execute("SET TimeZone = 'UTC'")
-            self.con.execute(
-                f"ATTACH {_sql_string(source.conninfo())} AS \"{self.alias}\" (TYPE postgres, READ_ONLY)"
-            )
+            # JSON columns reach Arrow (and so the serialiser) tagged as JSON, UUIDs as UUIDs.
+            self.con.execute("SET arrow_lossless_conversion = true")
+            # A bare name never resolves to a Python variable of the worker (a second line behind the sandbox).
+            self.con.execute("SET python_enable_replacements = false")
+            self.con.execute(f'ATTACH {_sql_string(source.conninfo())} AS "{self.alias}" (TYPE postgres, READ_ONLY)')
             self.con.execute("SET enable_external_access = false")
             self.con.execute("SET lock_configuration = true")
         except duckdb.Error as exc:
@@ -97,11 +99,19 @@ class Session:
             message = scrub(str(exc), source.password, source.conninfo())
             raise PreviewError(f"Could not connect to source database: {message}") from None
 
-    def run(self, sql: str, *, timeout: float) -> pa.Table:
-        """Run ``sql``; interrupt it in DuckDB (not just in Python) after ``timeout`` seconds."""
+    def run(self, sql: str, *, timeout: float, cancelled: threading.Event | None = None) -> pa.Table:
+        """Run ``sql``; interrupt it in DuckDB (not just in Python) after ``timeout`` seconds.
+
+        ``cancelled`` covers a cancel that arrives before the query starts: ``stop`` can only
+        interrupt a query that is running.
+        """
         token = object()
         with self._lock:
             self._running, self._stopped_by = token, None
+        if cancelled is not None and cancelled.is_set():
+            with self._lock:
+                self._running = None
+            raise JobCancelled()
         timer = threading.Timer(timeout, self.stop, args=(JobTimedOut, token))
         timer.daemon = True
         timer.start()

@@ -1,0 +1,180 @@
+"""What the benchmarks share: a seeded source and config database, worker processes, RSS sampling.
+
+Benchmarks use Redis databases 5-9 of the local server (flushed before and after) and PostgreSQL
+databases named ``rosetta_bench_*`` (the source table is kept between runs: seeding 200,000 rows
+takes a while; ``--reseed`` rebuilds it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psycopg
+import redis
+
+from rosetta_jobs.catalog import config_schema_sql
+from rosetta_jobs.crypto import Cipher
+
+ROOT = Path(__file__).resolve().parent.parent
+REDIS = os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379")
+PG_ADMIN = os.environ.get("BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+KEY = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
+SOURCE_DB, CONFIG_DB = "rosetta_bench_source", "rosetta_bench_config"
+BROKER_DB, RESULTS_DB, CACHE_DB, CELERY_BROKER_DB, CELERY_RESULTS_DB = 5, 6, 7, 8, 9
+
+EVENTS = """
+CREATE TABLE public.events (
+    id bigint PRIMARY KEY, user_id int, kind text, amount numeric(12,2), ratio double precision, ok boolean,
+    created_at timestamptz, day date, label text, payload jsonb, code uuid, note text
+);
+INSERT INTO public.events
+SELECT g, g % 5000, (ARRAY['click','view','buy','refund'])[1 + g % 4], round((g * 7.31)::numeric % 10000, 2),
+       g / 7.0, g % 3 = 0, timestamptz '2026-01-01 00:00+00' + g * interval '13 seconds',
+       date '2020-01-01' + (g % 2000), 'label-' || (g % 997),
+       jsonb_build_object('n', g, 'tags', jsonb_build_array('a', g % 10)),
+       md5(g::text)::uuid, repeat('x', g % 40)
+FROM generate_series(1, %s) g;
+"""
+
+
+def url(db: int) -> str:
+    return f"{REDIS}/{db}"
+
+
+def flush() -> None:
+    for db in (BROKER_DB, RESULTS_DB, CACHE_DB, CELERY_BROKER_DB, CELERY_RESULTS_DB):
+        redis.Redis.from_url(url(db)).flushdb()
+
+
+def _db_url(name: str) -> str:
+    return PG_ADMIN.rsplit("/", 1)[0] + "/" + name
+
+
+def seed(rows: int = 200_000, *, reseed: bool = False) -> tuple[str, str, int, int]:
+    """(source URL, config URL, source id, destination id); the source table is reused when it fits."""
+    source_url, config_url = _db_url(SOURCE_DB), _db_url(CONFIG_DB)
+    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+        exists = admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (SOURCE_DB,)).fetchone()
+        if exists and not reseed:
+            with psycopg.connect(source_url) as conn:
+                count = conn.execute("SELECT count(*) FROM events").fetchone()
+            reseed = count is None or count[0] != rows
+        if not exists or reseed:
+            print(f"seeding {rows:,} rows into {SOURCE_DB}.events ...", flush=True)
+            admin.execute(f'DROP DATABASE IF EXISTS "{SOURCE_DB}" WITH (FORCE)')
+            admin.execute(f'CREATE DATABASE "{SOURCE_DB}"')
+            with psycopg.connect(source_url, autocommit=True) as conn:
+                conn.execute(EVENTS.replace("%s", str(int(rows))))
+                conn.execute("ANALYZE events")
+        admin.execute(f'DROP DATABASE IF EXISTS "{CONFIG_DB}" WITH (FORCE)')
+        admin.execute(f'CREATE DATABASE "{CONFIG_DB}"')
+    with psycopg.connect(config_url, autocommit=True) as conn:
+        conn.execute(config_schema_sql())
+        source = conn.execute(
+            "INSERT INTO sources (name, pg_host, pg_port, pg_database, pg_username, pg_password)"
+            " VALUES ('bench', '127.0.0.1', 5432, %s, 'postgres', %s) RETURNING id",
+            (SOURCE_DB, Cipher(KEY).encrypt("unused-with-trust-auth")),
+        ).fetchone()
+        destination = conn.execute(
+            "INSERT INTO destinations (name, type, config) VALUES ('wh', 'POSTGRES', %s) RETURNING id",
+            (json.dumps({"host": "127.0.0.1", "port": 5432, "database": SOURCE_DB, "user": "postgres"}),),
+        ).fetchone()
+    assert source is not None and destination is not None
+    return source_url, config_url, int(source[0]), int(destination[0])
+
+
+class Process:
+    """A worker master started for a benchmark, with its log in bench/out/."""
+
+    def __init__(self, args: list[str], env: dict[str, str], name: str, ready: str, count: int = 1) -> None:
+        log_dir = ROOT / "bench" / "out"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        self.log = log_dir / f"{name}.log"
+        self.handle = open(self.log, "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(args, cwd=ROOT, env={**os.environ, **env}, stdout=self.handle,
+                                     stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+        deadline = time.monotonic() + 60
+        while self.log.read_text(errors="replace").count(ready) < count:
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{name} did not start:\n{self.log.read_text(errors='replace')[-3000:]}")
+            time.sleep(0.1)
+
+    def pids(self) -> list[int]:
+        """The master and all its descendants."""
+        found, todo = [], [self.proc.pid]
+        while todo:
+            pid = todo.pop()
+            found.append(pid)
+            try:
+                for task in Path(f"/proc/{pid}/task").iterdir():
+                    todo.extend(int(c) for c in (task / "children").read_text().split())
+            except OSError:
+                pass
+        return found
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        self.handle.close()
+
+
+def dramatiq_worker(env: dict[str, str], name: str = "worker", processes: int | None = None) -> Process:
+    args = [sys.executable, "-m", "dramatiq", "rosetta_jobs.actors"]
+    count = processes or os.cpu_count() or 1
+    if processes:
+        args += ["-p", str(processes)]
+    base = {"BROKER_URL": url(BROKER_DB), "RESULT_BACKEND_URL": url(RESULTS_DB), "REDIS_URL": url(CACHE_DB),
+            "CREDENTIAL_ENCRYPTION_KEY": KEY, "LOG_LEVEL": "WARNING"}  # fmt: skip
+    return Process(args, {**base, **env}, name, "Worker process is ready for action", count)
+
+
+class RssSampler:
+    """Peak resident memory of a process tree, sampled every 50 ms from /proc."""
+
+    def __init__(self, process: Process) -> None:
+        self.process = process
+        self.peak_total = 0
+        self.peak_single = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.05):
+            sizes = []
+            for pid in self.process.pids():
+                try:
+                    status = Path(f"/proc/{pid}/status").read_text()
+                except OSError:
+                    continue
+                line = next((ln for ln in status.splitlines() if ln.startswith("VmRSS:")), None)
+                if line:
+                    sizes.append(int(line.split()[1]) * 1024)
+            if sizes:
+                self.peak_total = max(self.peak_total, sum(sizes))
+                self.peak_single = max(self.peak_single, max(sizes))
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+def summary(values: list[float]) -> str:
+    return (f"p50 {percentile(values, 50) * 1000:7.1f} ms   p99 {percentile(values, 99) * 1000:7.1f} ms   "
+            f"mean {statistics.fmean(values) * 1000:7.1f} ms")  # fmt: skip

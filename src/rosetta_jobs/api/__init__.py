@@ -1,0 +1,78 @@
+"""The ops HTTP service (``rosetta-jobs serve``): health, metrics, the task API and the queue dashboard.
+
+It never imports the preview pipeline: it reads Redis and uses ``JobClient``, so it
+runs with the ``api`` extra only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import redis
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from .. import __version__
+from ..config import Settings
+from ..errors import BrokerUnavailable
+from . import admin, health, metrics, tasks
+from .context import Ops
+from .history import run_sampler
+
+__all__ = ["create_app", "serve"]
+
+
+def create_app(settings: Settings, *, sample_depths: bool = True) -> FastAPI:
+    """The FastAPI app for ``settings``; ``sample_depths`` runs the dashboard's queue-depth sampler."""
+    ops = Ops(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        sampler = asyncio.create_task(run_sampler(ops)) if sample_depths else None
+        try:
+            yield
+        finally:
+            if sampler is not None:
+                sampler.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sampler
+            await ops.aclose()
+
+    app = FastAPI(
+        title="rosetta-jobs",
+        version=__version__,
+        description="Health, Prometheus metrics, task status with Server-Sent Events, and the queue dashboard.",
+        lifespan=lifespan,
+    )
+    app.state.ops = ops
+
+    @app.exception_handler(redis.RedisError)
+    @app.exception_handler(BrokerUnavailable)
+    async def _redis_down(request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse({"detail": f"Redis unreachable: {exc}"}, status_code=503)
+
+    app.include_router(health.router)
+    app.include_router(metrics.router)
+    app.include_router(tasks.router)
+    app.include_router(admin.api)
+    app.include_router(admin.pages)
+    return app
+
+
+def serve(settings: Settings, *, host: str, port: int) -> None:
+    """Run the service with uvicorn until interrupted."""
+    import uvicorn
+
+    from ..logs import configure_logging
+
+    configure_logging()
+    uvicorn.run(
+        create_app(settings),
+        host=host,
+        port=port,
+        log_config=None,  # uvicorn's records go through loguru like everything else
+        log_level=settings.log_level.lower(),
+        timeout_graceful_shutdown=5,  # SSE streams would hold a shutdown forever
+    )

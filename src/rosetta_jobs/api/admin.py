@@ -1,0 +1,208 @@
+"""``/admin``: the queue dashboard and its JSON API, behind ``ADMIN_API_KEY``.
+
+The page is static HTML and a small script served from this package (no CDN, no
+network), refreshed from ``/admin/api/overview``. A browser logs in through a form that
+sets a signed, HttpOnly, SameSite=Strict session cookie; scripts send ``x-admin-key``.
+With no ``ADMIN_API_KEY`` configured every ``/admin`` request is refused.
+"""
+
+from __future__ import annotations
+
+import html
+import time
+from pathlib import Path as FilePath
+from typing import Annotated, Any
+from urllib.parse import parse_qs
+
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from pydantic import BaseModel
+
+from ..middleware.metrics import read_recent_failures
+from ..queues import is_queue_name
+from .auth import ADMIN_COOKIE, SESSION_SECONDS, admin_identity, matches, require_admin, session_cookie
+from .context import Ops, worker_dict
+from .history import read_history
+from .sse import status_of
+
+__all__ = ["api", "pages"]
+
+STATIC = FilePath(__file__).parent / "static"
+_ASSETS = {"admin.js": "text/javascript; charset=utf-8", "admin.css": "text/css; charset=utf-8"}
+_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+_AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "not logged in and no x-admin-key header"},
+    403: {"description": "wrong admin key, or ADMIN_API_KEY not set on the service"},
+}
+
+pages = APIRouter(prefix="/admin", include_in_schema=False)
+api = APIRouter(prefix="/admin/api", tags=["admin"], dependencies=[Depends(require_admin)], responses=_AUTH_ERRORS)
+
+Queue = Annotated[str, Path(min_length=1, max_length=200, description="a queue name, e.g. default")]
+RedisId = Annotated[str, Path(min_length=1, max_length=200, description="the dead letter's redis_id")]
+
+
+def _ops(request: Request) -> Ops:
+    ops: Ops = request.app.state.ops
+    return ops
+
+
+def _page(name: str, request: Request, status: int = 200, **values: str) -> HTMLResponse:
+    text = (
+        (STATIC / name).read_text(encoding="utf-8").replace("{{root}}", html.escape(request.scope.get("root_path", "")))
+    )
+    for key, value in values.items():
+        text = text.replace("{{" + key + "}}", html.escape(value))
+    return HTMLResponse(text, status_code=status, headers=_HEADERS)
+
+
+def _refusal(request: Request, status: int, reason: str) -> HTMLResponse:
+    if status == 401:
+        return _page("login.html", request, 401, error="")
+    return _page("denied.html", request, status, reason=reason)
+
+
+@pages.get("", response_class=HTMLResponse)
+@pages.get("/", response_class=HTMLResponse)
+def dashboard(request: Request) -> HTMLResponse:
+    refusal = admin_identity(request, request.headers.get("x-admin-key"))
+    if refusal is not None:
+        return _refusal(request, *refusal)
+    return _page("admin.html", request)
+
+
+@pages.get("/static/{name}")
+def asset(name: str, request: Request) -> Response:
+    refusal = admin_identity(request, request.headers.get("x-admin-key"))
+    if refusal is not None:
+        return Response(refusal[1], status_code=refusal[0], media_type="text/plain")
+    if name not in _ASSETS:
+        return Response("not found", status_code=404, media_type="text/plain")
+    return Response((STATIC / name).read_bytes(), media_type=_ASSETS[name], headers=_HEADERS)
+
+
+@pages.get("/login", response_class=HTMLResponse)
+def login_form(request: Request) -> HTMLResponse:
+    if not _ops(request).settings.admin_api_key:
+        return _refusal(request, 403, "the dashboard is disabled: ADMIN_API_KEY is not set on the service")
+    return _page("login.html", request, error="")
+
+
+@pages.get("/login.css")
+def login_style(request: Request) -> Response:
+    if not _ops(request).settings.admin_api_key:
+        return Response("the dashboard is disabled", status_code=403, media_type="text/plain")
+    return Response((STATIC / "login.css").read_bytes(), media_type="text/css; charset=utf-8", headers=_HEADERS)
+
+
+@pages.post("/login", response_model=None)
+async def login(request: Request) -> Response:
+    expected = _ops(request).settings.admin_api_key
+    if not expected:
+        return _refusal(request, 403, "the dashboard is disabled: ADMIN_API_KEY is not set on the service")
+    body = (await request.body())[:4096].decode("utf-8", errors="replace")
+    given = (parse_qs(body).get("key") or [""])[0]
+    if not given or not matches(given, expected):
+        return _page("login.html", request, 403, error="Wrong admin key.")
+    root = request.scope.get("root_path", "")
+    response = RedirectResponse(f"{root}/admin", status_code=303)
+    response.set_cookie(
+        ADMIN_COOKIE,
+        session_cookie(expected),
+        max_age=SESSION_SECONDS,
+        path=f"{root}/admin",
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+    )
+    return response
+
+
+@pages.post("/logout")
+def logout(request: Request) -> RedirectResponse:
+    root = request.scope.get("root_path", "")
+    response = RedirectResponse(f"{root}/admin/login", status_code=303)
+    response.delete_cookie(ADMIN_COOKIE, path=f"{root}/admin")
+    return response
+
+
+class Requeued(BaseModel):
+    requeued: int
+
+
+class Deleted(BaseModel):
+    deleted: bool
+
+
+def _queue(queue: str) -> str:
+    if not is_queue_name(queue):
+        raise HTTPException(404, f"no queue named {queue!r}")
+    return queue
+
+
+@api.get("/overview")
+def overview(request: Request) -> dict[str, Any]:
+    """Everything the dashboard shows: queues, workers, recent failures, dead letters, depth history."""
+    ops = _ops(request)
+    snapshot = ops.snapshot()
+    now = time.time()
+    letters = [
+        letter.asdict()
+        for queue in snapshot.queues
+        if queue.dead_lettered
+        for letter in ops.inspector.dead_letters(queue.name, limit=50)
+    ]
+    letters.sort(key=lambda letter: letter["dead_lettered_at"], reverse=True)
+    return {
+        "time": now,
+        "queues": [q.asdict() for q in snapshot.queues],
+        "workers": [worker_dict(w, now=now) for w in snapshot.workers],
+        "active_tasks": snapshot.active_tasks,
+        "reserved_tasks": snapshot.reserved_tasks,
+        "failures": read_recent_failures(ops.results, ops.namespace, limit=20),
+        "dead_letters": letters[:100],
+        "history": read_history(ops),
+    }
+
+
+@api.get("/queues/{queue}/dead-letters")
+def dead_letters(
+    queue: Queue, request: Request, limit: Annotated[int, Query(ge=1, le=500)] = 50
+) -> list[dict[str, Any]]:
+    """The newest dead letters of a queue, with arguments, error and traceback."""
+    return [letter.asdict() for letter in _ops(request).inspector.dead_letters(_queue(queue), limit=limit)]
+
+
+@api.post("/queues/{queue}/dead-letters/{redis_id}/requeue", response_model=Requeued, responses={404: {}})
+def requeue(queue: Queue, redis_id: RedisId, request: Request) -> Requeued:
+    """Put one dead letter back on its queue; its task state is cleared so that it runs again."""
+    if not _ops(request).inspector.requeue(_queue(queue), redis_id):
+        raise HTTPException(404, "no such dead letter")
+    return Requeued(requeued=1)
+
+
+@api.post("/queues/{queue}/requeue-all", response_model=Requeued)
+def requeue_all(queue: Queue, request: Request) -> Requeued:
+    """Put every dead letter of a queue back on it."""
+    return Requeued(requeued=_ops(request).inspector.requeue_all(_queue(queue)))
+
+
+@api.delete("/queues/{queue}/dead-letters/{redis_id}", response_model=Deleted, responses={404: {}})
+def delete(queue: Queue, redis_id: RedisId, request: Request) -> Deleted:
+    """Drop a dead letter for good."""
+    if not _ops(request).inspector.delete(_queue(queue), redis_id):
+        raise HTTPException(404, "no such dead letter")
+    return Deleted(deleted=True)
+
+
+@api.get("/tasks/{task_id}")
+def task(task_id: Annotated[str, Path(min_length=1, max_length=200)], request: Request) -> dict[str, Any]:
+    """A task's status, for the dashboard to follow a requeued job."""
+    return status_of(task_id, _ops(request).store.get(task_id))

@@ -1,0 +1,80 @@
+"""Crash recovery: the in-flight messages of a dead worker process go back to their queues.
+
+Stock Dramatiq requeues them only when a random maintenance roll (0.1 % of broker calls) happens
+after the heartbeat timeout, and only for the queue of that call: minutes on an idle fleet. Here
+every worker process checks every ``interval`` seconds, for all queues at once, so a job whose worker
+was SIGKILLed runs again on a live one within ``heartbeat_timeout + interval``.
+
+After Redis was unreachable, every process looks dead for a moment: recovery waits one heartbeat
+timeout after reconnecting, so live workers write a heartbeat before anyone judges them.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import dramatiq
+import redis
+from dramatiq.middleware import Middleware
+from loguru import logger
+
+__all__ = ["Recovery"]
+
+_REQUEUE_DEAD = """
+local ns = KEYS[1]
+local heartbeats = ns .. ":__heartbeats__"
+local dead = redis.call("zrangebyscore", heartbeats, 0, tonumber(ARGV[1]) - tonumber(ARGV[2]))
+local requeued = 0
+for _, worker in ipairs(dead) do
+  local acks = ns .. ":__acks__." .. worker
+  for i = 3, #ARGV do
+    local queue = ARGV[i]
+    local ids = redis.call("smembers", acks .. "." .. queue)
+    for _, id in ipairs(ids) do
+      if redis.call("hexists", ns .. ":" .. queue .. ".msgs", id) == 1 then
+        redis.call("rpush", ns .. ":" .. queue, id)
+        requeued = requeued + 1
+      end
+    end
+    redis.call("del", acks .. "." .. queue)
+  end
+  if next(redis.call("keys", acks .. ".*")) == nil then
+    redis.call("zrem", heartbeats, worker)
+  end
+end
+return requeued
+"""
+
+
+class Recovery(Middleware):
+    """Requeues what dead worker processes had fetched but not acknowledged."""
+
+    def __init__(self, *, interval: float = 2.0) -> None:
+        self.interval = interval
+        self._stopping = threading.Event()
+
+    def after_worker_boot(self, broker: dramatiq.Broker, worker: Any) -> None:
+        threading.Thread(target=self._run, args=(broker,), name="rosetta-recovery", daemon=True).start()
+
+    def before_worker_shutdown(self, broker: dramatiq.Broker, worker: Any) -> None:
+        self._stopping.set()
+
+    def _run(self, broker: Any) -> None:
+        script = broker.client.register_script(_REQUEUE_DEAD)
+        timeout_s = broker.heartbeat_timeout / 1000
+        not_before = time.monotonic() + timeout_s  # let every live process heartbeat first
+        while not self._stopping.wait(self.interval):
+            if time.monotonic() < not_before:
+                continue
+            queues = sorted(broker.get_declared_queues() | broker.get_declared_delay_queues())
+            try:
+                requeued = script(keys=[broker.namespace], args=[int(time.time() * 1000), broker.heartbeat_timeout,
+                                                                  *queues])  # fmt: skip
+            except redis.RedisError as exc:
+                logger.warning("recovery check failed, will wait a heartbeat timeout after Redis returns: {}", exc)
+                not_before = time.monotonic() + timeout_s
+                continue
+            if requeued:
+                logger.warning("requeued {} message(s) of dead worker processes", requeued)

@@ -1,0 +1,186 @@
+"""``filter_sql`` to a WHERE clause (spec 2.5, 12.8), with nothing of the user's text reaching SQL unquoted.
+
+v2 JSON is translated with whitelisted operators and logic words, double-quoted identifiers and
+single-quoted literals. The legacy form is SQL text by definition: it is only parenthesised here
+and held to the sandbox by ``build_statement``, which validates the whole final statement.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from rosetta_jobs.errors import PreviewError
+
+from .sandbox import check_tokens
+
+__all__ = ["LOGIC_WORDS", "OPERATORS", "quote_identifier", "quote_literal", "where_clause"]
+
+OPERATORS = (
+    "=", "!=", "<>", "<", "<=", ">", ">=", "LIKE", "ILIKE", "NOT LIKE", "NOT ILIKE",
+    "IN", "NOT IN", "BETWEEN", "IS NULL", "IS NOT NULL",
+)  # fmt: skip
+LOGIC_WORDS = ("AND", "OR")
+_LIKE = ("LIKE", "ILIKE", "NOT LIKE", "NOT ILIKE")
+_NUMERIC = re.compile(r"-?\d+(\.\d+)?")
+_COLUMN_PART = re.compile(r'[A-Za-z_][A-Za-z0-9_]*|"(?:[^"]|"")+"')
+
+
+def quote_identifier(name: str) -> str:
+    """``"name"`` with ``"`` doubled: any text becomes exactly one identifier."""
+    if "\x00" in name:
+        raise PreviewError("Names may not contain NUL characters.")
+    return '"' + name.replace('"', '""') + '"'
+
+
+def quote_literal(value: str) -> str:
+    """``'value'`` with ``'`` doubled (DuckDB strings know no backslash escapes)."""
+    if "\x00" in value:
+        raise PreviewError("Filter values may not contain NUL characters.")
+    return "'" + value.replace("'", "''") + "'"
+
+
+def where_clause(filter_sql: str | None) -> str:
+    """``""`` or ``" WHERE <condition>"`` for the previewed table."""
+    if not filter_sql or not filter_sql.strip():
+        return ""
+    spec = _v2(filter_sql)
+    condition = _legacy(filter_sql) if spec is None else _v2_condition(spec)
+    return f" WHERE {condition}" if condition else ""
+
+
+def _v2(text: str) -> dict[str, Any] | None:
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    if data.get("version") != 2:
+        raise PreviewError(f"Unsupported filter version {data.get('version')!r}: send a version 2 filter.")
+    return data
+
+
+def _legacy(text: str) -> str:
+    """Spec 2.5: ``;``-split, each part parenthesised (on its own line if it has a ``--``), joined with AND."""
+    parts = [part.strip() for part in text.split(";") if part.strip()]
+    for part in parts:
+        check_tokens(part)
+    return " AND ".join(f"({part}\n)" if "--" in part else f"({part})" for part in parts)
+
+
+def _v2_condition(spec: dict[str, Any]) -> str:
+    inter = _list(spec.get("interLogic"), "interLogic")
+    parts: list[str] = []
+    for index, group in enumerate(_list(spec.get("groups"), "groups")):
+        text = _group(group)
+        if not text:
+            continue
+        if parts:
+            parts.append(_logic(inter[index - 1] if 0 < index <= len(inter) else None))
+        parts.append(text)
+    return " ".join(parts)
+
+
+def _group(group: Any) -> str:
+    if not isinstance(group, dict):
+        raise PreviewError("Invalid filter: each group must be an object with 'conditions'.")
+    conditions = [c for c in (_condition(raw) for raw in _list(group.get("conditions"), "conditions")) if c]
+    if not conditions:
+        return ""
+    text = f" {_logic(group.get('intraLogic'))} ".join(conditions)
+    return f"({text})" if len(conditions) > 1 else text
+
+
+def _condition(raw: Any) -> str:
+    if not isinstance(raw, dict):
+        raise PreviewError("Invalid filter: each condition must be an object with column, operator and value.")
+    column = _column(raw.get("column"))
+    if column is None:
+        return ""  # spec 2.5: a column that is not a name drops the condition
+    op = _operator(raw.get("operator"))
+    value = _text(raw.get("value"))
+    if op in ("IS NULL", "IS NOT NULL"):
+        return f"{column} {op}"
+    if op in ("IN", "NOT IN"):
+        return f"{column} {op} ({_in_list(raw.get('value'))})"
+    if value == "":
+        return ""  # spec 2.5: an empty value drops the condition
+    if op == "BETWEEN":
+        upper = _text(raw.get("value2"))
+        if upper == "":
+            raise PreviewError(f"Filter on {column}: BETWEEN needs both 'value' and 'value2'.")
+        return f"{column} BETWEEN {_literal(value)} AND {_literal(upper)}"
+    if op in _LIKE:
+        return f"{column} {op} {quote_literal(value if '%' in value or '_' in value else f'%{value}%')}"
+    return f"{column} {op} {_literal(value)}"
+
+
+def _column(raw: Any) -> str | None:
+    """``t."Col"`` -> ``"t"."Col"``; anything that is not dotted names gives ``None``."""
+    if not isinstance(raw, str):
+        return None
+    parts: list[str] = []
+    position = 0
+    while match := _COLUMN_PART.match(raw, position):
+        part = match.group()
+        parts.append(quote_identifier(part[1:-1].replace('""', '"') if part.startswith('"') else part))
+        position = match.end()
+        if position == len(raw):
+            return ".".join(parts)
+        if raw[position] != ".":
+            return None
+        position += 1
+    return None
+
+
+def _operator(raw: Any) -> str:
+    op = " ".join(str(raw if raw is not None else "").split()).upper()
+    if op not in OPERATORS:
+        raise PreviewError(f"Unknown filter operator {_short(raw)}: use one of {', '.join(OPERATORS)}.")
+    return op
+
+
+def _logic(raw: Any) -> str:
+    if raw is None or raw == "":
+        return "AND"
+    word = str(raw).strip().upper()
+    if word not in LOGIC_WORDS:
+        raise PreviewError(f"Unknown filter logic {_short(raw)}: use one of {', '.join(LOGIC_WORDS)}.")
+    return word
+
+
+def _in_list(raw: Any) -> str:
+    items = [_text(v) for v in raw] if isinstance(raw, list) else _text(raw).split(",")
+    return ", ".join(_literal(item.strip()) for item in items)
+
+
+def _literal(value: str) -> str:
+    return value if _NUMERIC.fullmatch(value) else quote_literal(value)
+
+
+def _text(value: Any) -> str:
+    """Values as text: JSON numbers and booleans too (the old code raised AttributeError on them)."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int | float):
+        return str(value)
+    return json.dumps(value)
+
+
+def _list(value: Any, field: str) -> list[Any]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise PreviewError(f"Invalid filter: '{field}' must be a list.")
+    return value
+
+
+def _short(raw: Any) -> str:
+    text = repr(raw)
+    return text if len(text) <= 60 else text[:57] + "..."

@@ -1,0 +1,151 @@
+"""The one statement a preview runs (spec 2.5, 12.7), built and then proved safe as a whole.
+
+Custom SQL is rewritten on DuckDB's parsed tree, not by regex: every reference to the previewed
+table becomes the ``filtered_source`` CTE, so ``orders.id`` still binds, string literals and
+comments stay as written, and a trailing ``;`` or ``-- comment`` is harmless.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from rosetta_jobs.errors import PreviewError
+
+from .filters import quote_identifier, where_clause
+from .request import PreviewRequest
+from .sandbox import check_sql, check_statement, deserialize, iter_nodes, lower_ascii, parse
+
+__all__ = ["CTE_NAME", "RESULT_ALIAS", "TableRef", "build_statement", "parse_table_name"]
+
+CTE_NAME = "filtered_source"
+RESULT_ALIAS = "result_sql"
+_PART = r'(?:[A-Za-z_][A-Za-z0-9_$]*|"(?:[^"]|"")+")'
+_TABLE_NAME = re.compile(rf"\s*({_PART})\s*(?:\.\s*({_PART})\s*)?")
+
+
+@dataclass(frozen=True)
+class TableRef:
+    """The previewed table inside the attached source."""
+
+    schema: str
+    name: str
+
+
+def parse_table_name(table_name: str) -> TableRef:
+    """``orders`` -> public.orders; ``schema.table``; double-quoted parts may hold any other character."""
+    match = _TABLE_NAME.fullmatch(table_name or "")
+    if match is None or not table_name.isprintable():
+        raise PreviewError(
+            f"Invalid table name {table_name!r}: use table or schema.table, double-quoting names with other "
+            'characters (e.g. "my schema"."my table").'
+        )
+    first, second = (_unquote(part) if part else None for part in match.groups())
+    assert first is not None  # the pattern requires the first part
+    return TableRef("public", first) if second is None else TableRef(first, second)
+
+
+def _unquote(part: str) -> str:
+    return part[1:-1].replace('""', '"') if part.startswith('"') else part
+
+
+def build_statement(request: PreviewRequest, *, source_alias: str) -> str:
+    """The final SQL for ``request``, with layers 1 and 2 applied to exactly this text."""
+    try:
+        return _build(request, source_alias)
+    except RecursionError:
+        raise PreviewError("SQL is nested too deeply to preview; simplify the query.") from None
+
+
+def _build(request: PreviewRequest, source_alias: str) -> str:
+    table = parse_table_name(request.table_name)
+    limit = _row_limit(request.row_limit)
+    where = where_clause(request.filter_sql)
+    if where:
+        _check_where(where)
+    source_table = ".".join(quote_identifier(p) for p in (source_alias, table.schema, table.name))
+    source = f"SELECT * FROM {source_table} AS {quote_identifier(table.name)}{where} LIMIT {limit}"
+    custom = request.custom_sql
+    if custom is None:
+        statement = source
+    else:
+        user_sql = _rewrite(custom, table, source_alias)
+        statement = f"WITH {CTE_NAME} AS ({source}) SELECT * FROM ({user_sql}) AS {RESULT_ALIAS} LIMIT {limit}"
+    tree = parse(statement)
+    check_statement(tree, source_alias=source_alias, table=table)
+    _check_shape(tree, limit=limit, custom=custom is not None)
+    return statement
+
+
+def _row_limit(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise PreviewError(f"The preview row limit must be a positive integer, not {value!r}.")
+    return value
+
+
+def _rewrite(sql: str, table: TableRef, source_alias: str) -> str:
+    """The user's SELECT with each reference to the previewed table pointed at ``filtered_source``."""
+    check_sql(sql)
+    tree = parse(sql)
+    statements = tree.get("statements") or []
+    if len(statements) != 1:
+        raise PreviewError(f"Preview SQL must be exactly one SELECT statement; found {len(statements)}.")
+    for node, scope in iter_nodes(statements[0].get("node")):
+        if node.get("type") == "BASE_TABLE" and "class" not in node and _is_previewed(node, scope, table, source_alias):
+            node["alias"] = node.get("alias") or node.get("table_name")
+            node.update(catalog_name="", schema_name="", table_name=CTE_NAME)
+    return deserialize(tree)
+
+
+def _is_previewed(node: dict[str, Any], scope: frozenset[str], table: TableRef, source_alias: str) -> bool:
+    """``orders`` (unless a CTE of that name is in scope), ``public.orders``, ``<alias>.[public.]orders``."""
+    catalog, schema, name = (lower_ascii(str(node.get(k) or "")) for k in ("catalog_name", "schema_name", "table_name"))
+    if name != lower_ascii(table.name):
+        return False
+    alias, table_schema = lower_ascii(source_alias), lower_ascii(table.schema)
+    if catalog:
+        return catalog == alias and schema == table_schema
+    if not schema:
+        return name not in scope
+    return schema == table_schema or (schema == alias and table_schema == "public")
+
+
+def _strip(value: Any) -> Any:
+    """The tree without source positions, for comparing shapes."""
+    if isinstance(value, dict):
+        return {k: _strip(v) for k, v in value.items() if k != "query_location"}
+    if isinstance(value, list):
+        return [_strip(v) for v in value]
+    return value
+
+
+def _where_shape(sql: str) -> Any:
+    tree = _strip(parse(sql))
+    for statement in tree.get("statements") or []:
+        statement.get("node", {}).pop("where_clause", None)
+    return tree
+
+
+def _check_where(where: str) -> None:
+    """The filter must be one condition: nothing of it may end up outside the WHERE (a UNION, a comment eating the
+    LIMIT, a second statement). Same text, same lexical context, so the final statement parses it the same way."""
+    try:
+        probe = _where_shape(f"SELECT * FROM t{where} LIMIT 1")
+    except PreviewError as exc:
+        raise PreviewError(f"Invalid filter: {exc}") from None
+    if probe != _where_shape("SELECT * FROM t WHERE TRUE LIMIT 1"):
+        raise PreviewError("Invalid filter: it must be a condition on the table's columns, not a query or statement.")
+
+
+def _check_shape(tree: dict[str, Any], *, limit: int, custom: bool) -> None:
+    """What runs is the statement we meant: the outer SELECT with our LIMIT (and our CTE and alias)."""
+    node = (tree.get("statements") or [{}])[0].get("node") or {}
+    limits = [m for m in node.get("modifiers", []) if m.get("type") == "LIMIT_MODIFIER"]
+    constant = ((limits[0].get("limit") or {}).get("value") or {}).get("value") if len(limits) == 1 else None
+    ok = node.get("type") == "SELECT_NODE" and constant == limit and limits[0].get("offset") is None
+    if ok and custom:
+        ctes = [entry.get("key") for entry in node.get("cte_map", {}).get("map", [])]
+        ok = ctes == [CTE_NAME] and (node.get("from_table") or {}).get("alias") == RESULT_ALIAS
+    if not ok:
+        raise PreviewError("Preview SQL could not be wrapped safely: write one SELECT query on the table.")

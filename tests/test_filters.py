@@ -1,0 +1,276 @@
+"""``filter_sql`` -> WHERE: the spec's vectors (2.5) where they still make sense, and the injections they allowed."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from rosetta_jobs.errors import PreviewError
+from rosetta_jobs.preview.filters import quote_identifier, quote_literal, where_clause
+from rosetta_jobs.preview.sandbox import parse
+
+
+def v2(*groups: dict[str, Any], inter: list[Any] | None = None) -> str:
+    spec: dict[str, Any] = {"version": 2, "groups": list(groups)}
+    if inter is not None:
+        spec["interLogic"] = inter
+    return json.dumps(spec)
+
+
+def group(*conditions: dict[str, Any], logic: Any = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"conditions": list(conditions)}
+    if logic is not None:
+        out["intraLogic"] = logic
+    return out
+
+
+def cond(column: Any, operator: Any, value: Any = None, value2: Any = None) -> dict[str, Any]:
+    return {"column": column, "operator": operator, "value": value, "value2": value2}
+
+
+def assert_one_condition(where: str) -> None:
+    """The clause parses as exactly one WHERE condition of a plain SELECT."""
+    tree = parse(f"SELECT * FROM t{where}")
+    assert len(tree["statements"]) == 1
+    assert tree["statements"][0]["node"]["where_clause"] is not None
+
+
+@pytest.mark.parametrize("filter_sql", [None, "", "   "])
+def test_no_filter_gives_no_where(filter_sql: str | None) -> None:
+    # Given no filter
+    # When it is translated
+    result = where_clause(filter_sql)
+    # Then there is no WHERE at all
+    assert result == ""
+
+
+def test_spec_vector_groups_joined_with_inter_logic() -> None:
+    # Given group1 OR(amount>10, amount<-2.5), group2 name like 'ab', interLogic ["OR"]
+    filter_sql = v2(
+        group(cond("amount", ">", "10"), cond("amount", "<", "-2.5"), logic="OR"),
+        group(cond("name", "like", "ab")),
+        inter=["OR"],
+    )
+    # When it is translated
+    result = where_clause(filter_sql)
+    # Then it is the spec's clause with quoted identifiers, LIKE wrapped in %...%
+    assert result == ' WHERE ("amount" > 10 OR "amount" < -2.5) OR "name" LIKE \'%ab%\''
+    assert_one_condition(result)
+
+
+def test_spec_vector_ilike_is_null_between_in() -> None:
+    # Given ILIKE with a wildcard, IS NULL, BETWEEN dates and IN with numbers, words and a quote
+    filter_sql = v2(
+        group(
+            cond("name", "ILIKE", "ab%"),
+            cond("x", "IS NULL"),
+            cond("d", "BETWEEN", "2024-01-01", "2024-12-31"),
+            cond("id", "IN", "1, 2,abc, O'Neil"),
+        )
+    )
+    # When it is translated
+    result = where_clause(filter_sql)
+    # Then the pattern is kept, numbers stay bare and the quote is doubled
+    assert result == (
+        """ WHERE ("name" ILIKE 'ab%' AND "x" IS NULL AND "d" BETWEEN '2024-01-01' AND '2024-12-31'"""
+        """ AND "id" IN (1, 2, 'abc', 'O''Neil'))"""
+    )
+    assert_one_condition(result)
+
+
+def test_spec_vector_bad_column_and_empty_value_dropped() -> None:
+    # Given a column that is not a name, an empty value and a quoted dotted column
+    filter_sql = v2(group(cond("1bad", "=", "x"), cond("name", "=", ""), cond('t."Col"', "!=", "x")))
+    # When it is translated
+    result = where_clause(filter_sql)
+    # Then only the last condition is left, each part of its name quoted
+    assert result == ' WHERE "t"."Col" != \'x\''
+
+
+@pytest.mark.parametrize(
+    ("operator", "value", "expected"),
+    [
+        ("=", 5, '"c" = 5'),
+        ("=", 2.5, '"c" = 2.5'),
+        ("=", True, "\"c\" = 'true'"),
+        ("<>", "007", '"c" <> 007'),
+        ("not like", "a_c", "\"c\" NOT LIKE 'a_c'"),
+        ("NOT  ILIKE", "x", "\"c\" NOT ILIKE '%x%'"),
+        ("not in", [1, "b"], "\"c\" NOT IN (1, 'b')"),
+        ("between", 1, None),
+        ("is not null", None, '"c" IS NOT NULL'),
+        (">=", "x' OR '1'='1", "\"c\" >= 'x'' OR ''1''=''1'"),
+    ],
+    ids=["int", "float", "bool", "numeric-text", "not-like", "not-ilike-spaces", "not-in-list", "between-no-value2",
+         "is-not-null", "quote-in-value"],
+)  # fmt: skip
+def test_operators_and_values(operator: str, value: Any, expected: str | None) -> None:
+    # Given one condition on column c
+    filter_sql = v2(group(cond("c", operator, value)))
+    if expected is None:
+        # When BETWEEN has no upper bound
+        with pytest.raises(PreviewError) as info:
+            where_clause(filter_sql)
+        # Then the message names what is missing
+        assert "BETWEEN needs both 'value' and 'value2'" in str(info.value)
+        return
+    # When it is translated
+    result = where_clause(filter_sql)
+    # Then values are literals (numbers bare, text quoted), never SQL
+    assert result == f" WHERE {expected}"
+    assert_one_condition(result)
+
+
+def test_in_splits_on_commas_inside_text_but_never_leaves_the_literal() -> None:
+    # Given an IN value that tries to close the list
+    filter_sql = v2(group(cond("c", "IN", "1) OR (1=1")))
+    # When it is translated
+    result = where_clause(filter_sql)
+    # Then each comma-separated item is a literal: the parenthesis is inside a string
+    assert result == " WHERE \"c\" IN ('1) OR (1=1')"
+
+
+@pytest.mark.parametrize(
+    "operator",
+    ["= 1 OR 1=1; SELECT 1 --", "=1--", "LIKE '%' OR 1=1 OR", "~", "IS", "", None, 5, "=="],
+)
+def test_unknown_operator_is_refused(operator: Any) -> None:
+    # Given an operator that is not on the list (the spec's injection among them)
+    filter_sql = v2(group(cond("id", operator, "1")))
+    # When it is translated
+    with pytest.raises(PreviewError) as info:
+        where_clause(filter_sql)
+    # Then the error names the operator and lists the allowed ones
+    assert f"Unknown filter operator {operator!r}" in str(info.value)
+    assert "=, !=, <>, <, <=, >, >=, LIKE, ILIKE, NOT LIKE, NOT ILIKE, IN, NOT IN, BETWEEN" in str(info.value)
+
+
+@pytest.mark.parametrize("logic", ["OR 1=1 OR", "AND/**/", "XOR", 1])
+def test_unknown_intra_logic_is_refused(logic: Any) -> None:
+    # Given a logic word that is not AND or OR
+    filter_sql = v2(group(cond("a", "=", "1"), cond("b", "=", "2"), logic=logic))
+    # When it is translated
+    with pytest.raises(PreviewError) as info:
+        where_clause(filter_sql)
+    # Then the error names it and lists AND, OR
+    assert str(info.value) == f"Unknown filter logic {logic!r}: use one of AND, OR."
+
+
+def test_unknown_inter_logic_is_refused() -> None:
+    # Given an interLogic entry carrying SQL
+    filter_sql = v2(group(cond("a", "=", "1")), group(cond("b", "=", "2")), inter=["OR 1=1) UNION SELECT 1 --"])
+    # When it is translated
+    with pytest.raises(PreviewError) as info:
+        where_clause(filter_sql)
+    # Then it is refused
+    assert "Unknown filter logic" in str(info.value)
+
+
+def test_logic_words_are_case_insensitive_and_default_to_and() -> None:
+    # Given lower-case logic words and a group without one
+    filter_sql = v2(
+        group(cond("a", "=", "1"), cond("b", "=", "2"), logic=" or "),
+        group(cond("c", "=", "3"), cond("d", "=", "4")),
+        inter=["and"],
+    )
+    # When it is translated
+    result = where_clause(filter_sql)
+    # Then they are upper-cased, and the second group is joined with AND
+    assert result == ' WHERE ("a" = 1 OR "b" = 2) AND ("c" = 3 AND "d" = 4)'
+
+
+@pytest.mark.parametrize(
+    "column",
+    ['id"; DROP TABLE orders; --', "id; DROP TABLE x", "a b", "a.", ".a", 'a"b', "", 7, None],
+)
+def test_column_that_is_not_a_name_drops_the_condition(column: Any) -> None:
+    # Given a column that is not dotted names
+    filter_sql = v2(group(cond(column, "=", "1"), cond("ok", "=", "2")))
+    # When it is translated
+    result = where_clause(filter_sql)
+    # Then that condition is dropped (spec 2.5) and nothing of it reaches SQL
+    assert result == ' WHERE "ok" = 2'
+
+
+def test_quoted_column_parts_keep_any_character() -> None:
+    # Given quoted parts with a space, a dot and an escaped quote
+    filter_sql = v2(group(cond('"my table"."a.b ""c"""', "=", "x")))
+    # When it is translated
+    result = where_clause(filter_sql)
+    # Then they stay single identifiers
+    assert result == ' WHERE "my table"."a.b ""c""" = \'x\''
+    assert_one_condition(result)
+
+
+def test_empty_groups_are_skipped_with_their_logic() -> None:
+    # Given an empty first group
+    filter_sql = v2(group(cond("a", "=", "")), group(cond("b", "=", "1")), inter=["OR"])
+    # When it is translated
+    result = where_clause(filter_sql)
+    # Then no dangling logic word is left
+    assert result == ' WHERE "b" = 1'
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        ({"version": 2, "groups": "x"}, "'groups' must be a list"),
+        ({"version": 2, "groups": [1]}, "each group must be an object"),
+        ({"version": 2, "groups": [{"conditions": ["x"]}]}, "each condition must be an object"),
+        ({"version": 1, "groups": []}, "Unsupported filter version 1"),
+    ],
+)
+def test_malformed_v2_is_an_error(payload: dict[str, Any], message: str) -> None:
+    # Given a JSON filter of the wrong shape
+    # When it is translated
+    with pytest.raises(PreviewError) as info:
+        where_clause(json.dumps(payload))
+    # Then the message says what is wrong
+    assert message in str(info.value)
+
+
+def test_legacy_spec_vector_each_part_parenthesised() -> None:
+    # Given the spec's legacy filter
+    # When it is translated
+    result = where_clause("status = 'A'; amount > 10")
+    # Then the parts are parenthesised and joined with AND
+    assert result == " WHERE (status = 'A') AND (amount > 10)"
+
+
+def test_legacy_part_with_comment_cannot_swallow_the_rest() -> None:
+    # Given a legacy part ending in a line comment
+    # When it is translated
+    result = where_clause("status = 'A' -- only A; amount > 1")
+    # Then the comment ends before the closing parenthesis
+    assert result == " WHERE (status = 'A' -- only A\n) AND (amount > 1)"
+    assert_one_condition(result)
+
+
+@pytest.mark.parametrize(
+    ("filter_sql", "message"),
+    [
+        ("1=1; DROP TABLE orders", "SQL contains forbidden keyword: DROP."),
+        ("id IN (SELECT id FROM x) OR 1=1; DELETE FROM orders", "SQL contains forbidden keyword: DELETE."),
+        ("1=1) UNION SELECT * FROM read_csv('/etc/passwd') --", "SQL contains forbidden function: read_csv."),
+        ("name = (SELECT content FROM READ_TEXT('/app/.env'))", "SQL contains forbidden function: READ_TEXT."),
+    ],
+)
+def test_legacy_injection_gets_the_token_checks(filter_sql: str, message: str) -> None:
+    # Given legacy filters carrying statements or file reads
+    # When they are translated
+    with pytest.raises(PreviewError) as info:
+        where_clause(filter_sql)
+    # Then the old validator's message comes back (build_statement checks the rest)
+    assert str(info.value).startswith(message)
+
+
+def test_quote_helpers_double_their_quotes() -> None:
+    # Given names and values with quotes
+    # When they are quoted
+    # Then each is exactly one token
+    assert quote_identifier('a"b') == '"a""b"'
+    assert quote_literal("it's") == "'it''s'"
+    with pytest.raises(PreviewError):
+        quote_literal("a\x00b")

@@ -1,0 +1,337 @@
+"""The statement a preview runs, end to end: built by ``build_statement`` and run in a locked DuckDB session
+with a real PostgreSQL ``orders`` table attached READ_ONLY (as the worker's session does).
+
+Every case of the shared corpus runs here; allow cases must run, deny cases must never reach DuckDB.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import duckdb_extension_postgres_scanner
+import psycopg
+import pytest
+from psycopg.conninfo import make_conninfo
+
+from rosetta_jobs.errors import PreviewError
+from rosetta_jobs.preview.query import TableRef, build_statement, parse_table_name
+from rosetta_jobs.preview.request import PreviewRequest
+from rosetta_jobs.preview.sandbox import check_statement, parse
+
+CORPUS = Path("/work/shared/preview-sql/corpus.jsonl")
+ALIAS = "pg_src_main"
+EXTENSION = (
+    Path(duckdb_extension_postgres_scanner.__file__).parent
+    / "extensions"
+    / f"v{duckdb.__version__}"
+    / "postgres_scanner.duckdb_extension"
+)
+SEED = """
+CREATE TABLE public.orders (
+  id integer PRIMARY KEY, name text, status text, amount numeric(10, 2), created_at timestamp
+);
+INSERT INTO public.orders VALUES
+  (1, 'alpha', 'A', 5.00, '2024-01-01 10:00'),
+  (2, 'beta', 'B', 15.50, '2024-02-01 11:00'),
+  (3, 'gamma', 'A', 150.00, '2024-03-01 12:00'),
+  (4, 'insert coin', 'DELETE', -2.50, '2024-04-01 13:00'),
+  (5, 'O''Neil', 'B', 0, '2024-05-01 14:00');
+CREATE TABLE public.secrets (id integer, secret text);
+INSERT INTO public.secrets VALUES (1, 'hunter2');
+CREATE SCHEMA other;
+CREATE TABLE other.x (a integer);
+INSERT INTO other.x VALUES (1);
+CREATE TABLE other.orders (id integer, name text);
+INSERT INTO other.orders VALUES (99, 'elsewhere');
+"""
+
+
+def load_corpus() -> list[Any]:
+    cases = [json.loads(line) for line in CORPUS.read_text().splitlines() if line.strip()]
+    return [pytest.param(case, id=f"{case['expect']}-{case['why']}") for case in cases]
+
+
+@pytest.fixture(scope="module")
+def session(pg_database: str) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A DuckDB session like the worker's: postgres extension from the wheel, source attached, then locked."""
+    with psycopg.connect(pg_database, autocommit=True) as pg:
+        pg.execute(SEED)
+    conn = duckdb.connect(
+        ":memory:", config={"autoload_known_extensions": False, "autoinstall_known_extensions": False}
+    )
+    conn.execute(f"LOAD '{EXTENSION}'")
+    conninfo = make_conninfo(pg_database).replace("'", "''")
+    conn.execute(f"ATTACH '{conninfo}' AS {ALIAS} (TYPE postgres, READ_ONLY)")
+    conn.execute("SET python_enable_replacements = false")
+    conn.execute("SET enable_external_access = false")
+    conn.execute("SET lock_configuration = true")
+    yield conn
+    conn.close()
+
+
+def request(
+    sql: str | None = None, *, table: str = "orders", filter_sql: str | None = None, limit: int = 500
+) -> PreviewRequest:
+    return PreviewRequest(
+        sql=sql, source_id=1, destination_id=2, table_name=table, filter_sql=filter_sql, row_limit=limit
+    )
+
+
+def run(session: duckdb.DuckDBPyConnection, statement: str) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = session.execute(statement).to_arrow_table().to_pylist()
+    return rows
+
+
+@pytest.mark.parametrize("case", load_corpus())
+def test_corpus_case(session: duckdb.DuckDBPyConnection, case: dict[str, str]) -> None:
+    # Given a case of the shared corpus on the table orders
+    preview = request(case["sql"])
+    if case["expect"] == "deny":
+        # When its statement is built
+        with pytest.raises(PreviewError) as info:
+            build_statement(preview, source_alias=ALIAS)
+        # Then it is refused with a message, before anything runs
+        assert str(info.value)
+        return
+    # When its statement is built and run in the locked session
+    statement = build_statement(preview, source_alias=ALIAS)
+    rows = run(session, statement)
+    # Then it returns rows of orders (the CTE case counts them), and the text that ran passes layer 2 as it is
+    assert rows
+    check_statement(parse(statement), source_alias=ALIAS, table=TableRef("public", "orders"))
+    assert statement.endswith(") AS result_sql LIMIT 500")
+
+
+@pytest.mark.parametrize(
+    ("sql", "expected"),
+    [
+        ("SELECT orders.id FROM orders WHERE orders.id < 3 ORDER BY 1", [{"id": 1}, {"id": 2}]),
+        ("SELECT o.id FROM orders o WHERE o.amount > 100", [{"id": 3}]),
+        ("SELECT 'orders' AS label, count(*) AS n FROM orders", [{"label": "orders", "n": 5}]),
+        ("SELECT id FROM public.orders WHERE id = 1", [{"id": 1}]),
+        (f"SELECT id FROM {ALIAS}.public.orders WHERE id = 2", [{"id": 2}]),
+        (f"SELECT id FROM {ALIAS}.orders WHERE id = 3", [{"id": 3}]),
+        ("SELECT id FROM ORDERS WHERE id = 4", [{"id": 4}]),
+        ("SELECT id FROM orders WHERE id = 5 -- the last one", [{"id": 5}]),
+        ("SELECT id FROM orders WHERE id = 5;\n-- done", [{"id": 5}]),
+        ("SELECT name FROM orders WHERE name LIKE '%orders%' OR status = 'DELETE'", [{"name": "insert coin"}]),
+        ("WITH a AS (SELECT * FROM orders WHERE status = 'A'), b AS (SELECT id FROM a) SELECT * FROM b ORDER BY id",
+         [{"id": 1}, {"id": 3}]),
+        ("WITH orders AS (SELECT id FROM orders WHERE id = 2) SELECT * FROM orders", [{"id": 2}]),
+        ("SELECT id, rank() OVER (ORDER BY amount DESC) AS r, lag(id) OVER (ORDER BY id) AS prev FROM orders "
+         "WHERE id <= 2 ORDER BY id", [{"id": 1, "r": 2, "prev": None}, {"id": 2, "r": 1, "prev": 1}]),
+        ("SELECT CASE WHEN amount > 10 THEN 'big' ELSE 'small' END AS size, count(*) AS n FROM orders "
+         "GROUP BY ALL ORDER BY size", [{"size": "big", "n": 2}, {"size": "small", "n": 3}]),
+        ("SELECT CAST(amount AS INTEGER) AS a, created_at::DATE::VARCHAR AS d FROM orders WHERE id = 2",
+         [{"a": 16, "d": "2024-02-01"}]),
+        ("SELECT a.id, b.id AS next_id FROM orders a JOIN orders AS b ON b.id = a.id + 1 WHERE a.id = 1",
+         [{"id": 1, "next_id": 2}]),
+        ("SELECT replace(name, 'a', 'o') AS n, upper(status) AS s FROM orders WHERE id = 1",
+         [{"n": "olpho", "s": "A"}]),
+        ("SELECT id FROM orders WHERE id = 1 UNION ALL SELECT id FROM orders WHERE id = 2 ORDER BY id",
+         [{"id": 1}, {"id": 2}]),
+        ("SELECT count(*) AS n FROM orders WHERE created_at < now() AND created_at::DATE < current_date", [{"n": 5}]),
+        ("SELECT string_agg(name, '|' ORDER BY id) AS s FROM orders WHERE id IN (SELECT id FROM orders WHERE id < 3)",
+         [{"s": "alpha|beta"}]),
+        ("SELECT id FROM filtered_source WHERE id = 1", [{"id": 1}]),
+    ],
+    ids=["qualified-column", "alias", "literal-untouched", "schema-qualified", "fully-qualified", "alias-qualified",
+         "upper-case", "trailing-comment", "semicolon-comment", "keywords-in-strings", "ctes", "cte-shadows-table",
+         "window", "case", "casts", "self-join", "replace", "union", "now", "subquery", "cte-name"],
+)  # fmt: skip
+def test_custom_sql_is_rewritten_on_the_tree(session: duckdb.DuckDBPyConnection, sql: str, expected: Any) -> None:
+    # Given ordinary SQL against the previewed table, written the ways users write it
+    statement = build_statement(request(sql), source_alias=ALIAS)
+    # When it runs in the locked session
+    rows = run(session, statement)
+    # Then it reads orders through filtered_source and gives the expected rows
+    assert statement.startswith('WITH filtered_source AS (SELECT * FROM "pg_src_main"."public"."orders" AS "orders"')
+    assert rows == expected
+
+
+@pytest.mark.parametrize(
+    ("sql", "message"),
+    [
+        ("SELECT * FROM secrets", "it references secrets"),
+        ("SELECT * FROM orders JOIN secrets USING (id)", "it references secrets"),
+        ("SELECT * FROM orders WHERE id IN (SELECT id FROM public.secrets)", "it references public.secrets"),
+        (f"SELECT * FROM {ALIAS}.public.secrets", f"it references {ALIAS}.public.secrets"),
+        (f"SELECT * FROM {ALIAS}.secrets", f"it references {ALIAS}.secrets"),
+        ("SELECT * FROM other.x", "it references other.x"),
+        ("SELECT * FROM other.orders", "it references other.orders"),
+        (f"SELECT * FROM {ALIAS}.information_schema.tables", f"it references {ALIAS}.information_schema.tables"),
+        ("SELECT * FROM information_schema.tables", "it references information_schema.tables"),
+        ("SELECT * FROM pg_catalog.pg_tables", "it references pg_catalog.pg_tables"),
+        ("SELECT * FROM duckdb_tables", "it references duckdb_tables"),
+        ("WITH secrets AS (SELECT * FROM secrets) SELECT * FROM secrets", "it references secrets"),
+        ("WITH duckdb_tables AS (SELECT * FROM duckdb_tables) SELECT * FROM duckdb_tables", "references duckdb_tables"),
+        ("SELECT * FROM read_parquet('s3://bucket/x.parquet')", "forbidden function: read_parquet"),
+        ("SELECT * FROM 'https://example.com/x.csv'", "cannot read files or URLs"),
+        ("SELECT * FROM '/etc/passwd'", "cannot read files or URLs"),
+        ("SELECT * FROM \"glob\"('/*')", "forbidden function: glob"),
+        ("SELECT * FROM duckdb_settings()", "Function duckdb_settings is not allowed"),
+        ("SELECT * FROM duckdb_databases()", "Function duckdb_databases is not allowed"),
+        ("SELECT current_setting('memory_limit') FROM orders", "Function current_setting is not allowed"),
+        ("SELECT getenv('HOME') FROM orders", "Function getenv is not allowed"),
+        ("SELECT version() FROM orders", "Function version is not allowed"),
+        ("SELECT * FROM orders, query('SELECT * FROM secrets')", "Function query is not allowed"),
+        ("SELECT * FROM query_table('secrets')", "Function query_table is not allowed"),
+        (f"SELECT * FROM postgres_query('{ALIAS}', 'SELECT * FROM secrets')", "Function postgres_query is not allowed"),
+        (f"SELECT * FROM postgres_execute('{ALIAS}', 'DROP TABLE orders')", "Function postgres_execute is not allowed"),
+        ("SELECT * FROM (SHOW TABLES)", "SHOW, DESCRIBE and SUMMARIZE are not allowed"),
+        ("SELECT * FROM (DESCRIBE orders)", "SHOW, DESCRIBE and SUMMARIZE are not allowed"),
+        ("SUMMARIZE orders", "SQL must be a single SELECT query"),
+        ("SET memory_limit = '100GB'", "SQL must be a single SELECT query"),
+        ("RESET ALL", "SQL must be a single SELECT query"),
+        ("PRAGMA database_list", "SQL must be a single SELECT query"),
+        ("SELECT * FROM pragma_database_list()", "Function pragma_database_list is not allowed"),
+        ("DETACH pg_src_main", "SQL must be a single SELECT query"),
+        ("USE pg_src_main", "SQL must be a single SELECT query"),
+        ("SELECT * FROM orders; SELECT * FROM secrets", "found 2"),
+        ("SELECT 1) AS r, (SELECT 1", "SQL syntax error"),
+        ("SELECT * FROM orders) AS result_sql; SELECT * FROM secrets --", "found 2"),
+        ("SELECT json_serialize_plan('SELECT * FROM secrets') FROM orders", "json_serialize_plan is not allowed"),
+        ("SELECT ? FROM orders", "Parameters"),
+    ],
+)  # fmt: skip
+def test_denied_by_class(session: duckdb.DuckDBPyConnection, sql: str, message: str) -> None:
+    # Given SQL reaching files, the network, the catalog, settings, other tables or several statements
+    # When its statement is built
+    with pytest.raises(PreviewError) as info:
+        build_statement(request(sql), source_alias=ALIAS)
+    # Then it is refused with a message naming the problem
+    assert message in str(info.value)
+
+
+def test_whole_table_preview_without_custom_sql(session: duckdb.DuckDBPyConnection) -> None:
+    # Given no custom SQL and a row limit of 2
+    statement = build_statement(request(limit=2), source_alias=ALIAS)
+    # When it runs
+    rows = run(session, statement)
+    # Then it is the spec's plain statement, limited
+    assert statement == 'SELECT * FROM "pg_src_main"."public"."orders" AS "orders" LIMIT 2'
+    assert len(rows) == 2
+
+
+def test_row_limit_bounds_both_the_cte_and_the_outer_query(session: duckdb.DuckDBPyConnection) -> None:
+    # Given custom SQL and a row limit of 3
+    statement = build_statement(request("SELECT id FROM orders ORDER BY id", limit=3), source_alias=ALIAS)
+    # When it runs
+    rows = run(session, statement)
+    # Then the CTE and the outer query both carry LIMIT 3
+    assert statement.count("LIMIT 3") == 2
+    assert statement.endswith(") AS result_sql LIMIT 3")
+    assert len(rows) == 3
+
+
+def test_v2_filter_applies_inside_the_cte(session: duckdb.DuckDBPyConnection) -> None:
+    # Given a v2 filter (status A or name like 'neil') and custom SQL
+    filter_sql = json.dumps({"version": 2, "groups": [{"conditions": [
+        {"column": "status", "operator": "=", "value": "A"},
+        {"column": "name", "operator": "ilike", "value": "neil"}], "intraLogic": "OR"}]})  # fmt: skip
+    statement = build_statement(request("SELECT id FROM orders ORDER BY id", filter_sql=filter_sql), source_alias=ALIAS)
+    # When it runs
+    rows = run(session, statement)
+    # Then only the matching rows come back
+    assert [r["id"] for r in rows] == [1, 3, 5]
+
+
+def test_legacy_filter_applies(session: duckdb.DuckDBPyConnection) -> None:
+    # Given the spec's legacy form
+    statement = build_statement(request(filter_sql="status = 'B'; amount > 10"), source_alias=ALIAS)
+    # When it runs
+    rows = run(session, statement)
+    # Then both parts hold
+    assert [r["id"] for r in rows] == [2]
+
+
+@pytest.mark.parametrize(
+    "filter_sql",
+    [
+        "1=1) UNION SELECT * FROM read_csv('/etc/passwd') --",
+        "1=1) UNION ALL SELECT * FROM pg_src_main.public.secrets --",
+        "1=1) UNION ALL SELECT id, secret, NULL, NULL, NULL FROM secrets WHERE (1=1",
+        "id IN (SELECT id FROM secrets)",
+        "1=1) --",
+        "1=1 /*",
+        "1=1) LIMIT 100000000 --",
+        "1=1) ORDER BY (1",
+        "EXISTS (SELECT * FROM duckdb_tables)",
+        "current_setting('threads') IS NOT NULL",
+        "1=1); SET threads=1; SELECT (1",
+    ],
+)
+def test_legacy_filter_is_held_to_the_sandbox(session: duckdb.DuckDBPyConnection, filter_sql: str) -> None:
+    # Given a legacy filter that tries to leave the WHERE, drop the LIMIT or read something else
+    # When the statement is built, with and without custom SQL
+    for sql in (None, "SELECT * FROM orders"):
+        with pytest.raises(PreviewError):
+            build_statement(request(sql, filter_sql=filter_sql), source_alias=ALIAS)
+    # Then it is refused both times
+
+
+def test_schema_qualified_table(session: duckdb.DuckDBPyConnection) -> None:
+    # Given a preview of other.orders and SQL naming it bare
+    statement = build_statement(request("SELECT id, name FROM orders", table="other.orders"), source_alias=ALIAS)
+    # When it runs
+    rows = run(session, statement)
+    # Then it reads other.orders, and public.orders is now "another table"
+    assert rows == [{"id": 99, "name": "elsewhere"}]
+    with pytest.raises(PreviewError) as info:
+        build_statement(request("SELECT * FROM public.orders", table="other.orders"), source_alias=ALIAS)
+    assert str(info.value).startswith("Preview SQL may only read the table other.orders; it references public.orders.")
+
+
+@pytest.mark.parametrize(
+    ("table_name", "expected"),
+    [
+        ("orders", TableRef("public", "orders")),
+        ("public.orders", TableRef("public", "orders")),
+        (" other . orders ", TableRef("other", "orders")),
+        ('"My Schema"."Order ""Items"""', TableRef("My Schema", 'Order "Items"')),
+        ('"a.b"', TableRef("public", "a.b")),
+    ],
+)
+def test_parse_table_name(table_name: str, expected: TableRef) -> None:
+    # Given a table name as the backend sends it
+    # When it is parsed
+    result = parse_table_name(table_name)
+    # Then schema and name are split, quotes removed, public by default
+    assert result == expected
+
+
+@pytest.mark.parametrize(
+    "table_name",
+    ["", "a.b.c", "orders; DROP TABLE x", "orders--", 'a"b', '"unterminated', "1orders", "a.", "or\nders", "x y"],
+)
+def test_parse_table_name_refuses_anything_else(table_name: str) -> None:
+    # Given a table name that is not table or schema.table
+    # When it is parsed
+    with pytest.raises(PreviewError) as info:
+        parse_table_name(table_name)
+    # Then the message shows the accepted forms
+    assert "use table or schema.table" in str(info.value)
+
+
+def test_quoted_table_name_reaches_duckdb_as_one_identifier(session: duckdb.DuckDBPyConnection) -> None:
+    # Given a table name that would break out of a naive quote
+    # When the statement is built
+    statement = build_statement(request(table='"orders"" AS x, secrets --"'), source_alias=ALIAS)
+    # Then it stays one identifier: the table simply does not exist
+    with pytest.raises(duckdb.CatalogException):
+        run(session, statement)
+
+
+@pytest.mark.parametrize("limit", [0, -1, True, "500"])
+def test_row_limit_must_be_a_positive_integer(limit: object) -> None:
+    # Given a row limit that is not a positive integer
+    preview = PreviewRequest(sql=None, source_id=1, destination_id=2, table_name="orders", row_limit=limit)  # type: ignore[arg-type]
+    # When the statement is built
+    with pytest.raises(PreviewError) as info:
+        build_statement(preview, source_alias=ALIAS)
+    # Then it is refused instead of reaching SQL
+    assert "row limit must be a positive integer" in str(info.value)
