@@ -48,6 +48,9 @@ format: install ## apply ruff formatting and fixes
 typecheck: install ## mypy (strict) on the package
 	$(VENV)/bin/mypy
 
+docs: install ## regenerate docs/configuration.md from the settings class (tests fail when it is stale)
+	$(VENV)/bin/rosetta-jobs config-docs --output docs/configuration.md
+
 bench: install services ## latency, throughput, memory and serialiser benchmarks (figures, no assertions)
 	$(PY) bench/run.py
 

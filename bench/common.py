@@ -135,7 +135,7 @@ def dramatiq_worker(env: dict[str, str], name: str = "worker", processes: int | 
     if processes:
         args += ["-p", str(processes)]
     base = {"BROKER_URL": url(BROKER_DB), "RESULT_BACKEND_URL": url(RESULTS_DB), "REDIS_URL": url(CACHE_DB),
-            "CREDENTIAL_ENCRYPTION_KEY": KEY, "LOG_LEVEL": "WARNING"}  # fmt: skip
+            "CREDENTIAL_ENCRYPTION_KEY": KEY, "LOG_LEVEL": "INFO"}  # fmt: skip
     return Process(args, {**base, **env}, name, "Worker process is ready for action", count)
 
 

@@ -7,9 +7,11 @@ import shutil
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from selenium import webdriver
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException, TimeoutException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
@@ -58,6 +60,26 @@ def service(tmp_path: Path) -> Iterator[ServiceProcess]:
     svc.stop()
 
 
+def _click(driver: WebDriver, selector: str) -> None:
+    """Click, again if the dashboard redrew the element in between (it refreshes every few seconds)."""
+    for _ in range(5):
+        try:
+            driver.find_element(By.CSS_SELECTOR, selector).click()
+            return
+        except StaleElementReferenceException:
+            time.sleep(0.2)
+    raise AssertionError(f"{selector} kept going stale")
+
+
+def _text(driver: WebDriver, selector: str) -> str | None:
+    """The visible text of ``selector``, or ``None`` while it is hidden, missing or being redrawn."""
+    try:
+        element = driver.find_element(By.CSS_SELECTOR, selector)
+        return element.text if element.is_displayed() else None
+    except (NoSuchElementException, StaleElementReferenceException):
+        return None
+
+
 def _wait(check: Callable[[], bool], timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -79,23 +101,34 @@ def test_log_in_requeue_a_dead_letter_and_see_it_complete(
     lost = client.send("tests.pid", (0.0,))
     _wait(lambda: client.store.is_final(lost))
     old.stop()
-    # And a worker that knows every actor, where one more job fails for good
+    # And a backlog of echo jobs (for the depth chart) drained by a worker that knows every actor
+    for i in range(6):
+        client.send("worker.test.echo", (str(i),), {"steps": 1, "step_seconds": 0.3})
+    time.sleep(2.0)
     start_worker()
+    # Where one more job fails for good
     broken = client.send("tests.fail", ("the warehouse is read-only",))
     _wait(lambda: client.store.is_final(broken))
 
     # When an operator opens the dashboard
-    wait = WebDriverWait(browser, 20)
+    def wait_for(condition: Callable[[WebDriver], Any], what: str) -> Any:
+        try:
+            return WebDriverWait(browser, 20).until(condition)
+        except TimeoutException:
+            browser.save_screenshot(str(tmp_path / "failure.png"))
+            page = browser.find_element(By.TAG_NAME, "body").text
+            raise AssertionError(f"{what}; the page shows:\n{page[:3000]}") from None
+
     browser.get(service.url + "/admin")
 
     # Then a login form is shown; the right key opens the dashboard
     browser.find_element(By.ID, "key").send_keys(ADMIN_KEY)
     browser.find_element(By.ID, "login").click()
-    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, f'#dead-letters tr[data-task-id="{lost}"]'))
+    wait_for(lambda d: d.find_elements(By.CSS_SELECTOR, f'#dead-letters tr[data-task-id="{lost}"]'), "no dead letter")
     assert browser.current_url.rstrip("/").endswith("/admin")
 
     # And the queue, the worker, both dead letters and the failure are on it
-    wait.until(lambda d: "1 worker process alive" in d.find_element(By.ID, "status").text)
+    wait_for(lambda d: "1 worker process alive" in (_text(d, "#status") or ""), "worker not shown")
     queue = browser.find_element(By.CSS_SELECTOR, '#queues tr[data-queue="default"]').text
     assert queue.split()[:5] == ["default", "0", "0", "0", "2"]  # ready, delayed, in progress, dead-lettered
     lost_row = browser.find_element(By.CSS_SELECTOR, f'#dead-letters tr[data-task-id="{lost}"]')
@@ -106,26 +139,26 @@ def test_log_in_requeue_a_dead_letter_and_see_it_complete(
     assert browser.find_elements(By.CSS_SELECTOR, "#chart svg polyline")
 
     # When the failed job's details are opened
-    broken_row.find_element(By.CSS_SELECTOR, "button.show-details").click()
+    _click(browser, f'#dead-letters tr[data-task-id="{broken}"] button.show-details')
 
     # Then its arguments and traceback are shown
-    details = wait.until(
-        lambda d: next(
-            (row for row in d.find_elements(By.CSS_SELECTOR, "#dead-letters tr.details") if row.is_displayed()), None
-        )
-    )
-    assert "the warehouse is read-only" in details.text and "ValueError" in details.text
-    assert "Traceback" in details.text
+    details = wait_for(lambda d: _text(d, f'#dead-letters tr[data-task-id="{broken}"] + tr.details'), "no details")
+    assert "the warehouse is read-only" in details and "ValueError" in details
+    assert "Traceback" in details
 
     # When the lost job is requeued
-    lost_row = browser.find_element(By.CSS_SELECTOR, f'#dead-letters tr[data-task-id="{lost}"]')
-    lost_row.find_element(By.CSS_SELECTOR, "button.requeue").click()
+    _click(browser, f'#dead-letters tr[data-task-id="{lost}"] button.requeue')
 
     # Then the dashboard follows it to SUCCESS, and it leaves the dead letters
-    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, f'#followed tr[data-task-id="{lost}"] .state-SUCCESS'))
-    wait.until(lambda d: not d.find_elements(By.CSS_SELECTOR, f'#dead-letters tr[data-task-id="{lost}"]'))
+    followed = f'#followed tr[data-task-id="{lost}"] .state-SUCCESS'
+    wait_for(lambda d: d.find_elements(By.CSS_SELECTOR, followed), "requeued job not followed to SUCCESS")
+    gone = f'#dead-letters tr[data-task-id="{lost}"]'
+    wait_for(lambda d: not d.find_elements(By.CSS_SELECTOR, gone), "requeued job still dead-lettered")
     assert client.get_task_status(lost)["status"] == "completed"
 
+    # (A whole-page screenshot; RJ_ADMIN_SCREENSHOT=docs/admin.png refreshes the one in the docs.)
     screenshot = os.environ.get("RJ_ADMIN_SCREENSHOT") or str(tmp_path / "admin.png")
+    browser.set_window_size(1280, int(browser.execute_script("return document.body.scrollHeight")) + 140)
+    time.sleep(0.5)
     browser.save_screenshot(screenshot)
     assert Path(screenshot).stat().st_size > 10_000

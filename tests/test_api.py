@@ -304,7 +304,13 @@ def test_the_test_endpoint_enforces_the_per_user_limit(service: ServiceProcess, 
 
 def test_bad_parameters_are_422_not_500(service: ServiceProcess, redis_dbs: None) -> None:
     # Given out-of-range parameters
-    for params in ({"steps": -1}, {"steps": 1000}, {"step_seconds": "nan"}, {"user_id": ""}):
+    for params in (
+        {"steps": -1},
+        {"steps": 1000},
+        {"step_seconds": "nan"},
+        {"user_id": ""},
+        {"steps": 100, "step_seconds": 10},  # a test job may hold a thread for a minute at most
+    ):
         # When the test endpoint is called with them
         response = httpx.post(f"{service.url}/tasks/test", params=params, headers=AUTH, timeout=5)
 

@@ -29,7 +29,19 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess
     _flush()
     logs = tmp_path_factory.mktemp("schema")
     svc = start_service(worker_env(API_KEY=API_KEY, ADMIN_API_KEY=ADMIN_KEY), logs / "service.log")
-    args = [sys.executable, "-m", "dramatiq", "rosetta_jobs.actors", "-p", "1", "-t", "2"]
+    # Generated echo jobs may take up to a minute: at the end they are cut short, not waited for.
+    args = [
+        sys.executable,
+        "-m",
+        "dramatiq",
+        "rosetta_jobs.actors",
+        "-p",
+        "1",
+        "-t",
+        "2",
+        "--worker-shutdown-timeout",
+        "500",
+    ]
     with open(logs / "worker.log", "wb") as log:
         proc = subprocess.Popen(args, cwd=ROOT, env=worker_env(), stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)  # fmt: skip

@@ -53,6 +53,9 @@ def test_a_user_at_the_limit_is_refused_and_nothing_is_enqueued(limited: JobClie
         limited.send("worker.test.echo", ("e",))
     assert limited.limits.active("alice") == 2
     assert _queued(limited) == 6
+    # And any user id is its own: one that looks like another's bookkeeping key included
+    limited.send("worker.test.echo", ("f",), user_id="alice:where")
+    assert limited.limits.active("alice:where") == 1 and limited.limits.active("alice") == 2
 
 
 def test_queued_jobs_count_while_their_message_is_in_the_broker(limited: JobClient) -> None:

@@ -26,6 +26,63 @@ def _demo(args: argparse.Namespace) -> int:
     return run_demo(sql=args.sql, rows=args.rows, timeout=args.timeout)
 
 
+def _config_docs(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .configdoc import render
+
+    text = render()
+    if args.output is None:
+        sys.stdout.write(text)
+        return 0
+    path = Path(args.output)
+    if args.check:
+        if not path.is_file() or path.read_text(encoding="utf-8") != text:
+            print(f"{path} is stale: run `make docs` (rosetta-jobs config-docs --output {path})", file=sys.stderr)
+            return 1
+        return 0
+    path.write_text(text, encoding="utf-8")
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    """Exit 1 unless this host has ``--min-processes`` worker processes with a fresh heartbeat.
+
+    The container health check: the heartbeat is what ``/health`` and the recovery of lost jobs
+    go by, so a worker whose heartbeat stopped is unhealthy even if its process still exists.
+    """
+    import socket
+    import time
+
+    import redis
+
+    from .middleware.heartbeat import HEARTBEAT_TTL, read_workers
+    from .store import TaskStore, _redact
+
+    settings = get_settings()
+    hostname = args.hostname or socket.gethostname()
+    max_age = args.max_age if args.max_age is not None else HEARTBEAT_TTL
+    store = TaskStore.from_url(settings.result_backend_url)
+    try:
+        workers = read_workers(store.client, settings.broker_namespace)
+    except redis.RedisError as exc:
+        print(f"unhealthy: cannot read heartbeats at {_redact(settings.result_backend_url)}: {exc}", file=sys.stderr)
+        return 1
+    now = time.time()
+    mine = [w for w in workers if w.hostname == hostname]
+    fresh = [w for w in mine if w.state == "running" and now - w.last_seen <= max_age]
+    if len(fresh) < args.min_processes:
+        seen = ", ".join(f"pid {w.pid} {w.state} {now - w.last_seen:.0f} s ago" for w in mine) or "none"
+        print(
+            f"unhealthy: {len(fresh)} of {args.min_processes} worker processes on {hostname} have a heartbeat "
+            f"younger than {max_age:g} s (seen: {seen})",
+            file=sys.stderr,
+        )
+        return 1
+    print(f"healthy: {len(fresh)} worker processes on {hostname}, {sum(w.busy for w in fresh)} jobs running")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rosetta-jobs", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -40,6 +97,17 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--rows", type=int, default=10, help="rows to print")
     demo.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the result")
     demo.set_defaults(run=_demo)
+
+    docs = commands.add_parser("config-docs", help="print (or write) docs/configuration.md, generated from Settings")
+    docs.add_argument("--output", default=None, help="write to this file instead of stdout")
+    docs.add_argument("--check", action="store_true", help="with --output: exit 1 if the file is not up to date")
+    docs.set_defaults(run=_config_docs)
+
+    check = commands.add_parser("check", help="exit 1 unless a worker on this host has a fresh heartbeat")
+    check.add_argument("--min-processes", type=int, default=1, help="worker processes that must be alive")
+    check.add_argument("--max-age", type=float, default=None, help="seconds; default ROSETTA_HEARTBEAT_TTL")
+    check.add_argument("--hostname", default=None, help="default: this host's name, as the worker records it")
+    check.set_defaults(run=_check)
     return parser
 
 

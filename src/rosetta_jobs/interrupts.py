@@ -37,10 +37,12 @@ def started(task_id: str) -> None:
     _current.task_id = task_id
 
 
-def finished(task_id: str) -> None:
+def finished(task_id: str) -> bool:
+    """The job is over; returns whether a stop had been asked for it."""
     with _lock:
-        _jobs.pop(task_id, None)
+        job = _jobs.pop(task_id, None)
     _current.task_id = None
+    return job is not None and job.cancelled
 
 
 def attach(task_id: str | None, stopper: Callable[[], bool]) -> None:

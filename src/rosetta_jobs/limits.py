@@ -100,8 +100,8 @@ class UserLimits:
         self._reserve = self.client.register_script(_RESERVE)
 
     def _keys(self, user_id: str) -> list[str]:
-        base = ops_key(self.namespace, "user", user_id)
-        return [base, base + ":where"]
+        # Two prefixes, not "<set>:where": a user id may itself end in ":where".
+        return [ops_key(self.namespace, "user", user_id), ops_key(self.namespace, "user-where", user_id)]
 
     @staticmethod
     def check_user_id(user_id: str) -> str:

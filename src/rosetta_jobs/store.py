@@ -8,6 +8,7 @@ worker and a cancel arrive in.
 from __future__ import annotations
 
 import json
+import time
 from typing import Any, cast
 
 import redis
@@ -23,6 +24,7 @@ KEY_PREFIX = "celery-task-meta-"
 CANCEL_PREFIX = "rosetta-cancel-"
 SUBMITTED_PREFIX = "rosetta-submitted-"
 DELIVERIES_PREFIX = "rosetta-deliveries-"
+STOPPED_PREFIX = "rosetta-stopped-"
 #: How long a submitted task is known to ``cancel`` while it waits in a queue (Dramatiq's DLQ TTL).
 SUBMITTED_TTL = 7 * 24 * 3600
 
@@ -109,6 +111,15 @@ class TaskStore:
         """The ids among ``task_ids`` that a client asked to cancel."""
         flags = cast("list[bytes | None]", self.client.mget([CANCEL_PREFIX + t for t in task_ids]))
         return [task_id for task_id, flag in zip(task_ids, flags, strict=True) if flag]
+
+    def mark_stopped(self, task_id: str) -> None:
+        """Record when a cancelled job really stopped running (epoch milliseconds)."""
+        self.client.set(STOPPED_PREFIX + task_id, int(time.time() * 1000), ex=self.expires)
+
+    def stopped_at(self, task_id: str) -> float | None:
+        """Epoch seconds at which a cancelled job stopped, if it was running when cancelled."""
+        raw = cast("bytes | None", self.client.get(STOPPED_PREFIX + task_id))
+        return int(raw) / 1000 if raw else None
 
     def count_delivery(self, task_id: str) -> int:
         """Count one more start of ``task_id``; returns the number of starts so far."""

@@ -14,9 +14,11 @@ from ..states import FINAL_STATES, PENDING, SUCCESS, exception_message
 from .auth import require_api_key
 from .sse import task_events
 
-__all__ = ["ECHO_ACTOR", "router"]
+__all__ = ["ECHO_ACTOR", "MAX_TEST_SECONDS", "router"]
 
 ECHO_ACTOR = "worker.test.echo"
+#: Longest echo job the test endpoint enqueues.
+MAX_TEST_SECONDS = 60.0
 
 _AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"description": "missing x-api-key header"},
@@ -132,6 +134,10 @@ def submit_test(
     user_id: Annotated[str | None, Query(min_length=1, max_length=200, description="count against this user")] = None,
 ) -> Submitted:
     """Enqueue ``worker.test.echo``: a smoke test of the whole path. 429 when ``user_id`` is at its limit."""
+    if steps * step_seconds > MAX_TEST_SECONDS:
+        raise HTTPException(
+            422, f"steps * step_seconds must be at most {MAX_TEST_SECONDS:g} s: a test job holds a thread"
+        )
     try:
         task_id = _client(request).send(
             ECHO_ACTOR, (message,), {"steps": steps, "step_seconds": step_seconds}, user_id=user_id

@@ -43,9 +43,14 @@ class Cancellation(Middleware):
 
     def after_process_message(self, broker: dramatiq.Broker, message: Any, *, result: Any = None,
                               exception: BaseException | None = None) -> None:  # fmt: skip
-        interrupts.finished(message.message_id)
+        if interrupts.finished(message.message_id):
+            try:
+                self.store.mark_stopped(message.message_id)  # lets operators (and make chaos) see cancel latency
+            except redis.RedisError as exc:
+                logger.warning("cannot record the stop of {}: {}", message.message_id, exc)
 
-    after_skip_message = after_process_message
+    def after_skip_message(self, broker: dramatiq.Broker, message: Any) -> None:
+        interrupts.finished(message.message_id)
 
     def _poll(self) -> None:
         while not self._stopping.wait(self.interval):

@@ -64,7 +64,7 @@ class Recovery(Middleware):
     def _run(self, broker: Any) -> None:
         script = broker.client.register_script(_REQUEUE_DEAD)
         timeout_s = broker.heartbeat_timeout / 1000
-        not_before = time.monotonic() + timeout_s  # let every live process heartbeat first
+        not_before = 0.0  # live processes heartbeat every second; only an outage calls for a grace period
         while not self._stopping.wait(self.interval):
             if time.monotonic() < not_before:
                 continue

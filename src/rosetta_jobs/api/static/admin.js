@@ -9,6 +9,16 @@
   const REFRESH_MS = 3000;
   const COLORS = ["#2557d6", "#d6452f", "#1e7b34", "#a15c00", "#7a3fc2", "#00838f", "#c2185b", "#546e7a"];
   const followed = new Map(); // task id -> last status
+  const drawn = new Map(); // table id -> the data it shows, so unchanged tables are left alone
+
+  // Whether a table's data changed since it was drawn; redrawing an unchanged table would
+  // close what the operator opened and disarm what they armed.
+  function changed(id, data) {
+    const text = JSON.stringify(data);
+    if (drawn.get(id) === text) return false;
+    drawn.set(id, text);
+    return true;
+  }
 
   function el(tag, props, children) {
     const node = document.createElement(tag);
@@ -91,6 +101,7 @@
   }
 
   function renderQueues(queues) {
+    if (!changed("queues", queues)) return;
     fill("queues", queues.map((q) => el("tr", { "data-queue": q.name }, [
       td(q.name),
       td(q.ready, "num"),
@@ -121,6 +132,7 @@
   }
 
   function renderDeadLetters(letters) {
+    if (!changed("dead-letters", letters)) return;
     const rows = [];
     letters.forEach((letter) => {
       const path = "/queues/" + encodeURIComponent(letter.queue) + "/dead-letters/" + encodeURIComponent(letter.redis_id);
@@ -161,6 +173,7 @@
   }
 
   function renderFailures(failures) {
+    if (!changed("failures", failures)) return;
     fill("failures", failures.map((f) => el("tr", {}, [
       td(when(f.at)), td(f.actor), td(f.queue), td(f.error_type), td(f.error, "error"),
       el("td", {}, [el("code", { text: f.task_id })]),
@@ -173,6 +186,7 @@
   }
 
   function renderFollowed() {
+    if (!changed("followed", [...followed.entries()])) return;
     document.getElementById("followed-section").hidden = followed.size === 0;
     fill("followed", [...followed.entries()].reverse().map(([id, s]) => el("tr", { "data-task-id": id }, [
       el("td", {}, [el("code", { text: id })]),
@@ -210,7 +224,7 @@
     const width = 900, height = 220, left = 44, right = 12, top = 10, bottom = 26;
     const names = [...new Set([...queueNames, ...history.flatMap((s) => Object.keys(s.queues))])].sort();
     const now = Date.now() / 1000;
-    const start = history.length ? Math.min(history[0].t, now - 300) : now - 300;
+    const start = history.length ? Math.min(history[0].t, now - 60) : now - 60; // at least a minute wide
     const depth = (sample, name) => {
       const q = sample.queues[name];
       return q ? q[0] + q[1] : 0;
@@ -226,7 +240,7 @@
     }
     for (let i = 0; i <= 4; i++) {
       const t = start + ((now - start) * i) / 4;
-      const label = new Date(t * 1000).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+      const label = new Date(t * 1000).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" });
       chart.appendChild(svg("text", { x: x(t), y: height - 8, "text-anchor": "middle" }, label));
     }
     chart.appendChild(svg("line", { x1: left, x2: left, y1: top, y2: height - bottom, class: "axis" }));
