@@ -34,7 +34,7 @@ serve: install services ## run the ops HTTP service (health, metrics, tasks, adm
 	$(VENV)/bin/rosetta-jobs serve
 
 test: install services ## run the test suite against the real Redis, PostgreSQL and DuckDB
-	@bin/ensure-browser
+	@bin/ensure-tools
 	$(VENV)/bin/pytest
 
 lint: install ## ruff lint and format check

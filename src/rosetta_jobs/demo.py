@@ -54,8 +54,9 @@ def seed(admin_url: str, key: str, *, rows: int = 1000) -> tuple[str, int, int]:
             " created_at timestamptz, shipped boolean)"
         )
         conn.execute(
-            "INSERT INTO public.orders SELECT g, 'customer ' || mod(g, 37), (ARRAY['NEW','PAID','SHIPPED'])[1 + mod(g, 3)],"
-            " round(mod(g * 7.31, 1000), 2), timestamptz '2026-01-01 00:00+00' + g * interval '37 minutes', mod(g, 4) = 0"
+            "INSERT INTO public.orders SELECT g, 'customer ' || mod(g, 37),"
+            " (ARRAY['NEW','PAID','SHIPPED'])[1 + mod(g, 3)], round(mod(g * 7.31, 1000), 2),"
+            " timestamptz '2026-01-01 00:00+00' + g * interval '37 minutes', mod(g, 4) = 0"
             " FROM generate_series(1, %s) g",
             (rows,),
         )

@@ -167,6 +167,8 @@ class QueueInspector:
         meta = self.store.get(task_id) if task_id else None
         result = meta.get("result") if meta else None
         stamp = doc.get("message_timestamp")
+        # Without meta, its state expired, or the payload could not even be decoded.
+        error = (exception_message(result) or None) if meta else (None if doc else "undecodable payload")
         return DeadLetter(
             redis_id=redis_id,
             task_id=task_id,
@@ -177,7 +179,7 @@ class QueueInspector:
             enqueued_at=stamp / 1000 if isinstance(stamp, int | float) else None,
             dead_lettered_at=dead_at,
             state=meta.get("status") if meta else None,
-            error=exception_message(result) or None if meta else ("undecodable payload" if not doc else None),
+            error=error,
             exc_type=str(result.get("exc_type")) if isinstance(result, dict) else None,
             traceback=meta.get("traceback") if meta else None,
         )

@@ -5,6 +5,9 @@ after the heartbeat timeout, and only for the queue of that call: minutes on an 
 every worker process checks every ``interval`` seconds, for all queues at once, so a job whose worker
 was SIGKILLed runs again on a live one within ``heartbeat_timeout + interval``.
 
+Recovered messages go to the *head* of their queue: they were fetched before anything still queued,
+so a backlog does not delay them again (Dramatiq's own maintenance appends them to the tail).
+
 After Redis was unreachable, every process looks dead for a moment: recovery waits one heartbeat
 timeout after reconnecting, so live workers write a heartbeat before anyone judges them.
 """
@@ -34,7 +37,7 @@ for _, worker in ipairs(dead) do
     local ids = redis.call("smembers", acks .. "." .. queue)
     for _, id in ipairs(ids) do
       if redis.call("hexists", ns .. ":" .. queue .. ".msgs", id) == 1 then
-        redis.call("rpush", ns .. ":" .. queue, id)
+        redis.call("lpush", ns .. ":" .. queue, id)
         requeued = requeued + 1
       end
     end
