@@ -232,29 +232,12 @@ def main() -> int:
                 kills.append((time.monotonic(), pid, observer.running_on(pid)))
                 print(f"  killed worker process {pid} ({len(kills[-1][2])} job(s) in flight)", flush=True)
 
-    task_ids: list[str] = []
     try:
         started = time.monotonic()
         threading.Thread(target=chaos, daemon=True).start()
-        filters = [json.dumps({"version": 2, "groups": [{"conditions": [{"column": "id", "operator": ">",
-                   "value": i * 300}]}]}) for i in range(args.previews)]  # fmt: skip
-        for i in range(args.echo + args.previews):
-            while True:
-                try:
-                    if i % (args.echo // max(args.previews, 1) + 1) == 0 and filters:
-                        task_ids.append(client.submit_preview(None, source_id, destination_id, "events", filters.pop()))
-                    else:
-                        task_ids.append(client.send("worker.test.echo", (str(i), 1, 0.002)))
-                    break
-                except Exception:
-                    time.sleep(0.2)
+        task_ids = submit_load(client, args, source_id, destination_id)
         print(f"submitted {len(task_ids)} jobs in {time.monotonic() - started:.1f} s", flush=True)
-        deadline = time.monotonic() + args.drain
-        pending = list(task_ids)
-        while pending and time.monotonic() < deadline:
-            pending = [t for t in pending if final_state(client, t) is None]
-            print(f"  {len(pending)} job(s) not final yet", flush=True)
-            time.sleep(2.0)
+        drain(client, task_ids, args.drain)
         done.set()
         elapsed = time.monotonic() - started
         overshoot = probe_time_limit(client, source_id, destination_id, 5)
@@ -263,7 +246,50 @@ def main() -> int:
         done.set()
         fleet.stop()
         observer.running = False
+    try:
+        return report(client, observer, args, task_ids, kills, elapsed, overshoot, cancel)
+    finally:
+        server.stop()
 
+
+def submit_load(client: JobClient, args: argparse.Namespace, source_id: int, destination_id: int) -> list[str]:
+    """Echo jobs with previews spread among them; a send refused while Redis restarts is sent again."""
+    task_ids: list[str] = []
+    filters = [json.dumps({"version": 2, "groups": [{"conditions": [{"column": "id", "operator": ">",
+               "value": i * 300}]}]}) for i in range(args.previews)]  # fmt: skip
+    every = args.echo // max(args.previews, 1) + 1
+    for i in range(args.echo + args.previews):
+        while True:
+            try:
+                if i % every == 0 and filters:
+                    task_ids.append(client.submit_preview(None, source_id, destination_id, "events", filters.pop()))
+                else:
+                    task_ids.append(client.send("worker.test.echo", (str(i), 1, 0.002)))
+                break
+            except Exception:  # Redis restarting: the producer retries, as a backend would
+                time.sleep(0.2)
+    return task_ids
+
+
+def drain(client: JobClient, task_ids: list[str], seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    pending = list(task_ids)
+    while pending and time.monotonic() < deadline:
+        pending = [t for t in pending if final_state(client, t) is None]
+        print(f"  {len(pending)} job(s) not final yet", flush=True)
+        time.sleep(2.0)
+
+
+def report(
+    client: JobClient,
+    observer: Observer,
+    args: argparse.Namespace,
+    task_ids: list[str],
+    kills: list[tuple[float, int, list[str]]],
+    elapsed: float,
+    overshoot: list[float],
+    cancel: list[float],
+) -> int:
     states = {t: final_state(client, t) for t in task_ids}
     completed = sum(1 for s in states.values() if s == "SUCCESS")
     lost = [t for t, s in states.items() if s is None]
@@ -274,10 +300,12 @@ def main() -> int:
         ends = [observer.final_at.get(t) for t in in_flight]
         if in_flight and all(end is not None for end in ends):
             recoveries.append(max(ends) - killed_at)  # type: ignore[type-var,operator]
+    others = [t for t, s in states.items() if s in ("FAILURE", "REVOKED")]
+    for task_id in others[:5]:
+        print(f"  {states[task_id]} {task_id}: {client.get_task_status(task_id).get('error')}")
     for task_id in lost[:5]:
         raw = client.store.client.get(f"celery-task-meta-{task_id}")
         print(f"  lost {task_id}: meta={raw[:200] if raw else None!r} finals={observer.finals.get(task_id)}")
-    server.stop()
 
     print()
     print(f"submitted        {len(task_ids)}  ({args.echo} echo + {args.previews} previews) in {elapsed:.1f} s")

@@ -265,6 +265,25 @@ def test_workers_survive_a_redis_restart(
     assert worker.proc.poll() is None
 
 
+def test_a_job_finishing_during_a_redis_outage_still_stores_its_result(
+    private_redis: PrivateRedis, pclient: JobClient, start_worker: Callable[..., WorkerProcess]
+) -> None:
+    # Given a job that runs for about 3 s
+    worker = start_worker(threads=1, **private_redis.env())
+    task_id = pclient.send("worker.test.echo", ("through the outage", 30, 0.1))
+    wait_for(lambda: state(pclient, task_id) == "PROGRESS", 20, "the job to start")
+    # When Redis goes away while it runs and comes back only after it has finished
+    private_redis.kill()
+    time.sleep(4)
+    private_redis.start()
+    # Then the worker stored SUCCESS once Redis answered again, instead of dropping it
+    client = JobClient(broker_url=private_redis.url(1), result_backend_url=private_redis.url(2))
+    wait_for(
+        lambda: state(client, task_id) == "SUCCESS", 30, f"the final state to be stored:\n{worker.output()[-3000:]}"
+    )
+    assert client.result(task_id).get(timeout=1) == {"message": "through the outage", "steps": 30}
+
+
 def test_sigterm_finishes_in_flight_jobs_and_requeues_the_rest(
     private_redis: PrivateRedis, pclient: JobClient, start_worker: Callable[..., WorkerProcess]
 ) -> None:

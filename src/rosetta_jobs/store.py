@@ -12,6 +12,7 @@ import time
 from typing import Any, cast
 
 import redis
+from loguru import logger
 
 from .errors import BrokerUnavailable
 from .states import FINAL_STATES
@@ -84,10 +85,22 @@ class TaskStore:
         doc = json.loads(raw)
         return doc if isinstance(doc, dict) else None
 
-    def write(self, meta: dict[str, Any]) -> bool:
-        """Store ``meta`` unless a final state is already there. Returns whether it was written."""
+    def write(self, meta: dict[str, Any], *, wait: float = 0.0) -> bool:
+        """Store ``meta`` unless a final state is already there. Returns whether it was written.
+
+        With ``wait``, a connection error is retried for up to that many seconds: a worker must not
+        acknowledge a job whose final state it could not store (Dramatiq retries its ack the same way).
+        """
         payload = json.dumps(meta, allow_nan=False)
-        return bool(self._write(keys=[self.key(meta["task_id"])], args=[payload, self.expires]))
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                return bool(self._write(keys=[self.key(meta["task_id"])], args=[payload, self.expires]))
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                if time.monotonic() >= deadline:
+                    raise
+                logger.warning("cannot store the state of {} yet ({}); retrying", meta["task_id"], exc)
+                time.sleep(0.5)
 
     def is_final(self, task_id: str) -> bool:
         meta = self.get(task_id)

@@ -13,6 +13,7 @@ import socket
 from typing import Any
 
 import dramatiq
+import redis
 from dramatiq.common import q_name
 from dramatiq.errors import ActorNotFound
 from dramatiq.middleware import CurrentMessage, Middleware, SkipMessage
@@ -35,6 +36,9 @@ from ..store import TaskStore
 
 __all__ = ["TaskState", "report_progress"]
 
+#: Seconds a worker thread keeps retrying to store a final state while Redis is unreachable.
+FINAL_WRITE_WAIT = 600.0
+
 
 class TaskState(Middleware):
     """Writes STARTED, PROGRESS, SUCCESS, RETRY and FAILURE under the message id."""
@@ -45,6 +49,8 @@ class TaskState(Middleware):
         self.hostname = hostname or f"rosetta@{socket.gethostname()}"
 
     def write(self, message: Any, status: str, result: Any = None, **extra: Any) -> bool:
+        # A final state (or RETRY) waits out a Redis outage; STARTED and PROGRESS are best effort.
+        wait = FINAL_WRITE_WAIT if status in FINAL_STATES or status == RETRY else 0.0
         meta = build_meta(
             message.message_id,
             status,
@@ -56,7 +62,13 @@ class TaskState(Middleware):
             queue=q_name(message.queue_name),
             **extra,
         )
-        return self.store.write(meta)
+        if wait:
+            return self.store.write(meta, wait=wait)
+        try:
+            return self.store.write(meta)
+        except redis.RedisError as exc:  # STARTED/PROGRESS must not fail the job over a Redis outage
+            logger.warning("task {}: could not store {} ({})", message.message_id, status, exc)
+            return False
 
     def before_process_message(self, broker: dramatiq.Broker, message: Any) -> None:
         current = self.store.get(message.message_id)
