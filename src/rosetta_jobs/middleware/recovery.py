@@ -8,8 +8,9 @@ was SIGKILLed runs again on a live one within ``heartbeat_timeout + interval``.
 Recovered messages go to the *head* of their queue: they were fetched before anything still queued,
 so a backlog does not delay them again (Dramatiq's own maintenance appends them to the tail).
 
-After Redis was unreachable, every process looks dead for a moment: recovery waits one heartbeat
-timeout after reconnecting, so live workers write a heartbeat before anyone judges them.
+After Redis was unreachable, every process looks dead for a moment: recovery waits ``OUTAGE_GRACE``
+seconds after reconnecting (Dramatiq restarts a consumer 3 s after a connection error and its next
+fetch is a heartbeat), so live workers heartbeat again before anyone judges them.
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ from dramatiq.middleware import Middleware
 from loguru import logger
 
 __all__ = ["Recovery"]
+
+#: Seconds to wait after Redis answers again before judging any worker dead.
+OUTAGE_GRACE = 8.0
 
 _REQUEUE_DEAD = """
 local ns = KEYS[1]
@@ -66,7 +70,7 @@ class Recovery(Middleware):
 
     def _run(self, broker: Any) -> None:
         script = broker.client.register_script(_REQUEUE_DEAD)
-        timeout_s = broker.heartbeat_timeout / 1000
+        grace = min(OUTAGE_GRACE, broker.heartbeat_timeout / 1000)
         not_before = 0.0  # live processes heartbeat every second; only an outage calls for a grace period
         while not self._stopping.wait(self.interval):
             if time.monotonic() < not_before:
@@ -76,8 +80,8 @@ class Recovery(Middleware):
                 requeued = script(keys=[broker.namespace], args=[int(time.time() * 1000), broker.heartbeat_timeout,
                                                                   *queues])  # fmt: skip
             except redis.RedisError as exc:
-                logger.warning("recovery check failed, will wait a heartbeat timeout after Redis returns: {}", exc)
-                not_before = time.monotonic() + timeout_s
+                logger.warning("recovery check failed; will wait {} s after Redis answers again: {}", grace, exc)
+                not_before = time.monotonic() + grace
                 continue
             if requeued:
                 logger.warning("requeued {} message(s) of dead worker processes", requeued)
