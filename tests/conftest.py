@@ -36,6 +36,16 @@ HOW_TO_START = {
 }
 
 
+def wait_until(check: Callable[[], object], timeout: float = 20.0, what: str = "condition") -> float:
+    """Poll ``check`` until it is true; return the seconds it took, or fail naming ``what``."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if check():
+            return time.monotonic() - started
+        time.sleep(0.05)
+    raise AssertionError(f"{what}: not met within {timeout} s")
+
+
 def redis_url(db: int) -> str:
     return f"redis://{REDIS_HOST}:{REDIS_PORT}/{db}"
 

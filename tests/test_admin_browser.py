@@ -19,7 +19,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from rosetta_jobs.client import JobClient
 
-from .conftest import WorkerProcess, worker_env
+from .conftest import WorkerProcess, wait_until, worker_env
 from .support.ops_service import ADMIN_KEY, ServiceProcess, start_service
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -80,15 +80,6 @@ def _text(driver: WebDriver, selector: str) -> str | None:
         return None
 
 
-def _wait(check: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"condition not met within {timeout} s")
-
-
 def test_log_in_requeue_a_dead_letter_and_see_it_complete(
     browser: WebDriver,
     service: ServiceProcess,
@@ -99,7 +90,7 @@ def test_log_in_requeue_a_dead_letter_and_see_it_complete(
     # Given a job dead-lettered by a worker that did not know its actor (a missing deploy)
     old = start_worker(modules=())
     lost = client.send("tests.pid", (0.0,))
-    _wait(lambda: client.store.is_final(lost))
+    wait_until(lambda: client.store.is_final(lost))
     old.stop()
     # And a backlog of echo jobs (for the depth chart) drained by a worker that knows every actor
     for i in range(6):
@@ -108,7 +99,7 @@ def test_log_in_requeue_a_dead_letter_and_see_it_complete(
     start_worker()
     # Where one more job fails for good
     broken = client.send("tests.fail", ("the warehouse is read-only",))
-    _wait(lambda: client.store.is_final(broken))
+    wait_until(lambda: client.store.is_final(broken))
 
     # When an operator opens the dashboard
     def wait_for(condition: Callable[[WebDriver], Any], what: str) -> Any:

@@ -13,7 +13,7 @@ import pytest
 
 from rosetta_jobs.client import JobClient
 
-from .conftest import WorkerProcess, worker_env
+from .conftest import WorkerProcess, wait_until, worker_env
 from .support.ops_service import API_KEY, ServiceProcess, start_service
 
 KEYS = {"status", "healthy", "active_workers", "active_tasks", "reserved_tasks", "timestamp", "queues"}
@@ -28,15 +28,6 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess
 
 def _health(service: ServiceProcess) -> httpx.Response:
     return httpx.get(service.url + "/health", timeout=5)
-
-
-def _wait_for(check: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"condition not met within {timeout} s")
 
 
 def test_health_is_503_without_a_worker(service: ServiceProcess, redis_dbs: None) -> None:
@@ -72,7 +63,7 @@ def test_health_follows_a_worker_from_start_to_stop(
 
     # When a job runs
     client.send("tests.pid", (3.0,))
-    _wait_for(lambda: _health(service).json()["active_tasks"] == 1)
+    wait_until(lambda: _health(service).json()["active_tasks"] == 1)
 
     # Then it is counted as active and as in progress on its queue
     assert _health(service).json()["queues"]["default"]["in_progress"] == 1
@@ -99,7 +90,7 @@ def test_a_killed_worker_disappears_after_its_heartbeat_ttl(
 
     # Then the health check turns 503 once the heartbeat expires
     started = time.monotonic()
-    _wait_for(lambda: _health(service).status_code == 503, timeout=6)
+    wait_until(lambda: _health(service).status_code == 503, timeout=6)
     assert time.monotonic() - started < 4
 
 

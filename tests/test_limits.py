@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import threading
-import time
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -13,7 +12,7 @@ import pytest
 from rosetta_jobs.client import JobClient
 from rosetta_jobs.errors import UserLimitExceeded
 
-from .conftest import BROKER_DB, RESULTS_DB, WorkerProcess, redis_url
+from .conftest import BROKER_DB, RESULTS_DB, WorkerProcess, redis_url, wait_until
 
 
 @pytest.fixture
@@ -22,15 +21,6 @@ def limited(redis_dbs: None) -> Iterator[JobClient]:
     client = JobClient(broker_url=redis_url(BROKER_DB), result_backend_url=redis_url(RESULTS_DB), max_active_per_user=2)
     yield client
     client.broker.close()
-
-
-def _wait(check: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"condition not met within {timeout} s")
 
 
 def _queued(client: JobClient) -> int:
@@ -84,7 +74,7 @@ def test_failed_and_finished_jobs_free_their_slots(
 
     # When a worker runs both
     start_worker()
-    _wait(lambda: limited.store.is_final(failing) and limited.store.is_final(passing))
+    wait_until(lambda: limited.store.is_final(failing) and limited.store.is_final(passing))
 
     # Then both slots are free again
     assert limited.get_task_status(failing)["status"] == "failed"
@@ -110,7 +100,7 @@ def test_a_job_whose_worker_died_frees_its_slot(limited: JobClient, start_worker
     # Given a user whose two jobs run on a worker with a short heartbeat TTL
     worker = start_worker(threads=2, ROSETTA_HEARTBEAT_INTERVAL="0.5", ROSETTA_HEARTBEAT_TTL="2")
     jobs = [limited.send("tests.pid", (60.0,), user_id="alice") for _ in range(2)]
-    _wait(lambda: all(limited.get_task_status(job)["status"] == "running" for job in jobs))
+    wait_until(lambda: all(limited.get_task_status(job)["status"] == "running" for job in jobs))
     with pytest.raises(UserLimitExceeded):
         limited.send("worker.test.echo", ("refused",), user_id="alice")
 
@@ -119,7 +109,7 @@ def test_a_job_whose_worker_died_frees_its_slot(limited: JobClient, start_worker
     worker.proc.wait(5)
 
     # Then within the heartbeat TTL the user may submit again
-    _wait(lambda: limited.limits.active("alice") == 0, timeout=6)
+    wait_until(lambda: limited.limits.active("alice") == 0, timeout=6)
     assert all(limited.get_task_status(job)["state"] == "STARTED" for job in jobs)
     limited.send("worker.test.echo", ("again",), user_id="alice")
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 from collections.abc import Callable, Iterator
 
 import httpx
@@ -13,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from rosetta_jobs.client import JobClient
 
-from .conftest import WorkerProcess, worker_env
+from .conftest import WorkerProcess, wait_until, worker_env
 from .support.ops_service import ServiceProcess, start_service
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -41,15 +40,6 @@ def _value(samples: Samples, name: str, **labels: str) -> float:
     return samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
-def _wait(check: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"condition not met within {timeout} s")
-
-
 PID = {"actor": "tests.pid", "queue": "default"}
 FAIL = {"actor": "tests.fail", "queue": "default"}
 
@@ -63,7 +53,7 @@ def test_metrics_add_up_across_two_worker_processes(
     # When six jobs that take a moment and two that fail run on it
     jobs = [client.send("tests.pid", (0.3,)) for _ in range(6)]
     failures = [client.send("tests.fail", ("boom",)) for _ in range(2)]
-    _wait(lambda: all(client.store.is_final(task) for task in jobs + failures))
+    wait_until(lambda: all(client.store.is_final(task) for task in jobs + failures))
 
     # Then both processes took part
     assert len({client.get_task_status(task)["result"] for task in jobs}) == 2
@@ -95,9 +85,9 @@ def test_metrics_carry_no_stale_values_over_a_crash_and_a_restart(
     # Given a worker (short heartbeat TTL) running a long job, and one finished job
     worker = start_worker(ROSETTA_HEARTBEAT_INTERVAL="0.5", ROSETTA_HEARTBEAT_TTL="2")
     done = client.send("tests.pid", (0.0,))
-    _wait(lambda: client.store.is_final(done))
+    wait_until(lambda: client.store.is_final(done))
     client.send("tests.pid", (60.0,))
-    _wait(lambda: _value(_scrape(service), "rosetta_jobs_in_progress", **PID) == 1)
+    wait_until(lambda: _value(_scrape(service), "rosetta_jobs_in_progress", **PID) == 1)
     assert _value(_scrape(service), "rosetta_jobs_worker_busy_threads") == 1
 
     # When the worker is killed mid-job
@@ -105,7 +95,7 @@ def test_metrics_carry_no_stale_values_over_a_crash_and_a_restart(
     worker.proc.wait(5)
 
     # Then its in-progress job and the process disappear from the metrics once the heartbeat expires
-    _wait(lambda: _value(_scrape(service), "rosetta_jobs_workers") == 0, timeout=6)
+    wait_until(lambda: _value(_scrape(service), "rosetta_jobs_workers") == 0, timeout=6)
     samples = _scrape(service)
     assert _value(samples, "rosetta_jobs_in_progress", **PID) == 0
     assert _value(samples, "rosetta_jobs_worker_busy_threads") == 0
@@ -115,10 +105,10 @@ def test_metrics_carry_no_stale_values_over_a_crash_and_a_restart(
     # When a new worker runs one more job
     start_worker()
     more = client.send("tests.pid", (0.0,))
-    _wait(lambda: client.store.is_final(more) and client.get_task_status(more)["status"] == "completed")
+    wait_until(lambda: client.store.is_final(more) and client.get_task_status(more)["status"] == "completed")
 
     # Then the counter goes on from where it was, neither reset nor doubled
-    _wait(lambda: _value(_scrape(service), "rosetta_jobs_total", **PID, outcome="success") >= 2)
+    wait_until(lambda: _value(_scrape(service), "rosetta_jobs_total", **PID, outcome="success") >= 2)
     samples = _scrape(service)
     assert _value(samples, "rosetta_jobs_total", **PID, outcome="success") == 2
     assert _value(samples, "rosetta_jobs_workers") == 1

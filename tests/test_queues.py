@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 
 from dramatiq import Message
@@ -10,20 +9,11 @@ from dramatiq import Message
 from rosetta_jobs.client import JobClient
 from rosetta_jobs.queues import QueueInspector, is_queue_name
 
-from .conftest import WorkerProcess
+from .conftest import WorkerProcess, wait_until
 
 
 def _inspector(client: JobClient) -> QueueInspector:
     return QueueInspector(client=client.broker.client, namespace="dramatiq", store=client.store)
-
-
-def _wait(check: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"condition not met within {timeout} s")
 
 
 def _depth(inspector: QueueInspector, queue: str) -> dict[str, int]:
@@ -38,7 +28,7 @@ def test_depths_count_ready_delayed_and_dead_lettered_messages(
     inspector = _inspector(client)
     worker = start_worker()
     failed = [client.send("tests.fail", (f"boom {i}",)) for i in range(2)]
-    _wait(lambda: all(client.store.is_final(task) for task in failed))
+    wait_until(lambda: all(client.store.is_final(task) for task in failed))
     worker.stop()
 
     # And, with no worker, three ready messages and one delayed by a minute
@@ -63,9 +53,9 @@ def test_dead_letters_show_arguments_error_and_traceback(
     # Given a job that failed
     start_worker()
     task_id = client.send("tests.fail", ("the disk is full",))
-    _wait(lambda: client.store.is_final(task_id))
+    wait_until(lambda: client.store.is_final(task_id))
     inspector = _inspector(client)
-    _wait(lambda: _depth(inspector, "default")["dead_lettered"] == 1)
+    wait_until(lambda: _depth(inspector, "default")["dead_lettered"] == 1)
 
     # When the dead letters are listed
     (letter,) = inspector.dead_letters("default")
@@ -84,7 +74,7 @@ def test_a_requeued_dead_letter_runs_again_and_completes(
     # Given a job dead-lettered because the worker did not know its actor (a missing deploy)
     old = start_worker(modules=())
     task_id = client.send("tests.pid", (0.0,))
-    _wait(lambda: client.store.is_final(task_id))
+    wait_until(lambda: client.store.is_final(task_id))
     assert client.get_task_status(task_id)["status"] == "failed"
     old.stop()
     inspector = _inspector(client)
@@ -95,7 +85,7 @@ def test_a_requeued_dead_letter_runs_again_and_completes(
     assert inspector.requeue("default", letter.redis_id) is True
 
     # Then it runs again under the same task id and completes
-    _wait(lambda: client.get_task_status(task_id)["status"] == "completed")
+    wait_until(lambda: client.get_task_status(task_id)["status"] == "completed")
     assert isinstance(client.get_task_status(task_id)["result"], int)
     assert _depth(inspector, "default")["dead_lettered"] == 0
     # And a second requeue of the same letter does nothing
@@ -106,7 +96,7 @@ def test_requeue_all_and_delete(client: JobClient, start_worker: Callable[..., W
     # Given three failed jobs, dead-lettered
     worker = start_worker()
     tasks = [client.send("tests.fail", (str(i),)) for i in range(3)]
-    _wait(lambda: all(client.store.is_final(task) for task in tasks))
+    wait_until(lambda: all(client.store.is_final(task) for task in tasks))
     worker.stop()
     inspector = _inspector(client)
     letters = inspector.dead_letters("default")

@@ -22,7 +22,7 @@ import redis
 
 from rosetta_jobs.client import JobClient
 
-from .conftest import WorkerProcess
+from .conftest import WorkerProcess, wait_until
 
 
 class PrivateRedis:
@@ -72,16 +72,6 @@ def pclient(private_redis: PrivateRedis) -> JobClient:
     return JobClient(broker_url=private_redis.url(1), result_backend_url=private_redis.url(2))
 
 
-def wait_for(predicate: Callable[[], object], timeout: float, what: str) -> float:
-    """Wait until ``predicate()`` is true; return the seconds it took."""
-    started = time.monotonic()
-    while time.monotonic() - started < timeout:
-        if predicate():
-            return time.monotonic() - started
-        time.sleep(0.05)
-    raise AssertionError(f"{what}: not within {timeout} s")
-
-
 def state(client: JobClient, task_id: str) -> str:
     return str(client.get_task_status(task_id)["state"])
 
@@ -111,7 +101,7 @@ def test_cancel_of_a_running_job_stops_it_within_a_second(
     # Given a single-threaded worker running a long job
     start_worker(threads=1, **private_redis.env())
     task_id = pclient.send("worker.test.echo", ("long", 200, 0.05))
-    wait_for(lambda: state(pclient, task_id) == "PROGRESS", 20, "the job to report progress")
+    wait_until(lambda: state(pclient, task_id) == "PROGRESS", 20, "the job to report progress")
     # When it is cancelled
     started = time.monotonic()
     assert pclient.cancel(task_id)["cancelled"] is True
@@ -271,14 +261,14 @@ def test_a_job_finishing_during_a_redis_outage_still_stores_its_result(
     # Given a job that runs for about 3 s
     worker = start_worker(threads=1, **private_redis.env())
     task_id = pclient.send("worker.test.echo", ("through the outage", 30, 0.1))
-    wait_for(lambda: state(pclient, task_id) == "PROGRESS", 20, "the job to start")
+    wait_until(lambda: state(pclient, task_id) == "PROGRESS", 20, "the job to start")
     # When Redis goes away while it runs and comes back only after it has finished
     private_redis.kill()
     time.sleep(4)
     private_redis.start()
     # Then the worker stored SUCCESS once Redis answered again, instead of dropping it
     client = JobClient(broker_url=private_redis.url(1), result_backend_url=private_redis.url(2))
-    wait_for(
+    wait_until(
         lambda: state(client, task_id) == "SUCCESS", 30, f"the final state to be stored:\n{worker.output()[-3000:]}"
     )
     assert client.result(task_id).get(timeout=1) == {"message": "through the outage", "steps": 30}
@@ -290,7 +280,7 @@ def test_sigterm_finishes_in_flight_jobs_and_requeues_the_rest(
     # Given one worker thread busy with a 2 s job and more jobs waiting
     worker = start_worker(threads=1, **private_redis.env())
     busy = pclient.send("worker.test.echo", ("busy", 20, 0.1))
-    wait_for(lambda: state(pclient, busy) == "PROGRESS", 20, "the busy job to start")
+    wait_until(lambda: state(pclient, busy) == "PROGRESS", 20, "the busy job to start")
     waiting = [pclient.send("worker.test.echo", (f"w{i}",)) for i in range(5)]
     # When the worker gets SIGTERM
     assert worker.stop(timeout=30) == 0

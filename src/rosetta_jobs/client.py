@@ -26,13 +26,12 @@ from .states import (
     FAILURE,
     FINAL_STATES,
     PENDING,
-    PROGRESS,
     REVOKED,
-    STARTED,
     SUCCESS,
     build_meta,
     exception_message,
     revoked_exception,
+    status_dict,
 )
 from .store import TaskStore, _redact
 
@@ -161,24 +160,7 @@ class JobClient:
             meta = self.store.get(task_id)
         except BrokerUnavailable as exc:
             return {"task_id": task_id, "state": "UNKNOWN", "status": "error", "error": f"Worker unavailable: {exc}"}
-        state = meta.get("status", PENDING) if meta else PENDING
-        info = meta.get("result") if meta else None
-        answer: dict[str, Any] = {"task_id": task_id, "state": state}
-        if state == PENDING:
-            answer["status"] = "queued"
-        elif state in (STARTED, PROGRESS):
-            answer["status"] = "running"
-            if isinstance(info, dict) and info:
-                answer["meta"] = info
-        elif state == SUCCESS:
-            answer.update(status="completed", result=info)
-        elif state == FAILURE:
-            answer.update(status="failed", error=exception_message(info) or "Unknown error")
-        elif state == REVOKED:
-            answer["status"] = "cancelled"
-        else:
-            answer["status"] = state.lower()
-        return answer
+        return status_dict(task_id, meta)
 
 
 class AsyncResult:

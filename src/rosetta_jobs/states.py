@@ -27,6 +27,7 @@ __all__ = [
     "encode_exception",
     "exception_message",
     "revoked_exception",
+    "status_dict",
 ]
 
 PENDING = "PENDING"
@@ -109,3 +110,25 @@ def build_meta(
         "queue": queue,
         "task_id": task_id,
     }
+
+
+def status_dict(task_id: str, meta: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The backend's status answer (its ``WorkerClient.get_task_status``) for stored ``meta``."""
+    state = str(meta.get("status", PENDING)) if meta else PENDING
+    info = meta.get("result") if meta else None
+    answer: dict[str, Any] = {"task_id": task_id, "state": state}
+    if state == PENDING:
+        answer["status"] = "queued"
+    elif state in (STARTED, PROGRESS):
+        answer["status"] = "running"
+        if isinstance(info, dict) and info:
+            answer["meta"] = info
+    elif state == SUCCESS:
+        answer.update(status="completed", result=info)
+    elif state == FAILURE:
+        answer.update(status="failed", error=exception_message(info) or "Unknown error")
+    elif state == REVOKED:
+        answer["status"] = "cancelled"
+    else:
+        answer["status"] = state.lower()
+    return answer

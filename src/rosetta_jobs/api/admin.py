@@ -20,10 +20,10 @@ from pydantic import BaseModel
 
 from ..middleware.metrics import read_recent_failures
 from ..queues import is_queue_name
+from ..states import status_dict
 from .auth import ADMIN_COOKIE, SESSION_SECONDS, admin_identity, matches, require_admin, session_cookie
 from .context import Ops, worker_dict
 from .history import read_history
-from .sse import status_of
 
 __all__ = ["api", "pages"]
 
@@ -205,4 +205,4 @@ def delete(queue: Queue, redis_id: RedisId, request: Request) -> Deleted:
 @api.get("/tasks/{task_id}")
 def task(task_id: Annotated[str, Path(min_length=1, max_length=200)], request: Request) -> dict[str, Any]:
     """A task's status, for the dashboard to follow a requeued job."""
-    return status_of(task_id, _ops(request).store.get(task_id))
+    return status_dict(task_id, _ops(request).store.get(task_id))

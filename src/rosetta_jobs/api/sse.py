@@ -16,37 +16,15 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from ..states import FAILURE, FINAL_STATES, PENDING, PROGRESS, REVOKED, STARTED, SUCCESS, exception_message
+from ..states import FINAL_STATES, status_dict
 from ..store import TaskStore
 
-__all__ = ["KEEPALIVE_SECONDS", "MAX_STREAM_SECONDS", "status_of", "task_events"]
+__all__ = ["KEEPALIVE_SECONDS", "MAX_STREAM_SECONDS", "task_events"]
 
 #: Seconds between keep-alive comments on a quiet stream (proxies drop idle connections).
 KEEPALIVE_SECONDS = float(os.getenv("ROSETTA_SSE_KEEPALIVE", "15"))
 #: Seconds after which a stream of a task that never finishes is closed; the client may reconnect.
 MAX_STREAM_SECONDS = float(os.getenv("ROSETTA_SSE_MAX_SECONDS", "3600"))
-
-
-def status_of(task_id: str, meta: dict[str, Any] | None) -> dict[str, Any]:
-    """The status dict of ``JobClient.get_task_status``, from meta already read."""
-    state = str(meta.get("status", PENDING)) if meta else PENDING
-    info = meta.get("result") if meta else None
-    answer: dict[str, Any] = {"task_id": task_id, "state": state}
-    if state == PENDING:
-        answer["status"] = "queued"
-    elif state in (STARTED, PROGRESS):
-        answer["status"] = "running"
-        if isinstance(info, dict) and info:
-            answer["meta"] = info
-    elif state == SUCCESS:
-        answer.update(status="completed", result=info)
-    elif state == FAILURE:
-        answer.update(status="failed", error=exception_message(info) or "Unknown error")
-    elif state == REVOKED:
-        answer["status"] = "cancelled"
-    else:
-        answer["status"] = state.lower()
-    return answer
 
 
 def _decode(raw: Any) -> dict[str, Any] | None:
@@ -80,7 +58,7 @@ async def task_events(
 
         async def changed(meta: dict[str, Any] | None) -> str | None:
             nonlocal number, last
-            status = status_of(task_id, meta)
+            status = status_dict(task_id, meta)
             if status == last:
                 return None
             number, last = number + 1, status
