@@ -44,7 +44,8 @@ def throughput(submit: Callable[[int], str], wait: Wait, count: int) -> float:
     started = time.perf_counter()
     task_ids = [submit(i) for i in range(count)]
     for task_id in task_ids:
-        assert wait(task_id).get("error") is None
+        result = wait(task_id)
+        assert result.get("error") is None and len(result["data"]) == 500, result.get("error")
     return count / (time.perf_counter() - started)
 
 
@@ -58,13 +59,18 @@ def measure(name: str, submit_filter: Callable[[str | None], str], wait: Wait, a
     cold = latencies(lambda: submit_filter(_filter(next(distinct) * 500)), wait, args.previews)
     wait(submit_filter(None))
     hits = latencies(lambda: submit_filter(None), wait, args.previews)
-    rate = throughput(lambda i: submit_filter(_filter(5_000_000 + i * 17)), wait, args.burst)
+    rate = throughput(lambda i: submit_filter(_filter(100_000 + i * 17)), wait, args.burst)
+    idle = []
+    for i in range(args.idle_previews):  # a user's first preview after a quiet spell
+        time.sleep(args.idle_seconds)
+        idle += latencies(lambda i=i: submit_filter(_filter(150_000 + i * 500)), wait, 1)
     sampler.stop()
     print(f"{name:13} distinct  {common.summary(cold)}")
     print(f"{name:13} cache hit {common.summary(hits)}")
+    print(f"{name:13} after {args.idle_seconds:g} s idle {common.summary(idle)}")
     print(f"{name:13} burst of {args.burst}: {rate:6.1f} previews/s; peak RSS {sampler.peak_total / 2**20:6.0f} MiB "
           f"(largest process {sampler.peak_single / 2**20:.0f} MiB)")  # fmt: skip
-    return {"cold": cold, "hits": hits, "rate": rate, "rss": sampler.peak_total}
+    return {"cold": cold, "hits": hits, "idle": idle, "rate": rate, "rss": sampler.peak_total}
 
 
 def run_ours(args: argparse.Namespace, config_url: str, source_id: int, destination_id: int) -> dict[str, object]:
@@ -122,7 +128,8 @@ def ratios(old: dict[str, object], ours: dict[str, object]) -> None:
     print("ratios old/new (above 1: rosetta-jobs is better):")
     print(f"  distinct p50 {p(old, 'cold', 50) / p(ours, 'cold', 50):5.2f}x   "
           f"p99 {p(old, 'cold', 99) / p(ours, 'cold', 99):5.2f}x   "
-          f"cache hit p50 {p(old, 'hits', 50) / p(ours, 'hits', 50):5.2f}x")  # fmt: skip
+          f"cache hit p50 {p(old, 'hits', 50) / p(ours, 'hits', 50):5.2f}x   "
+          f"after idle p50 {p(old, 'idle', 50) / p(ours, 'idle', 50):5.2f}x")  # fmt: skip
     print(f"  throughput {number(ours, 'rate') / number(old, 'rate'):5.2f}x   "
           f"peak RSS {number(old, 'rss') / number(ours, 'rss'):5.2f}x")  # fmt: skip
 
@@ -132,6 +139,8 @@ def main() -> int:
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--previews", type=int, default=200)
     parser.add_argument("--burst", type=int, default=400)
+    parser.add_argument("--idle-previews", type=int, default=15, help="previews sent after a quiet spell")
+    parser.add_argument("--idle-seconds", type=float, default=2.0)
     parser.add_argument("--reseed", action="store_true")
     parser.add_argument("--skip-celery", action="store_true")
     args = parser.parse_args()

@@ -6,11 +6,11 @@ producer broker of the same class with no middleware.
 
 from __future__ import annotations
 
-import json
+import functools
 from typing import Any
 
-from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
-from dramatiq.errors import DecodeError
+import redis
+from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import (
     AgeLimit,
     Callbacks,
@@ -20,9 +20,9 @@ from dramatiq.middleware import (
     Retries,
     ShutdownNotifications,
 )
-from loguru import logger
 
 from .config import Settings, get_settings
+from .consumer import WAKE_TOKENS, Consumer, wake_key
 from .middleware import Cancellation, Recovery, TaskState
 from .middleware.heartbeat import Heartbeat
 from .middleware.metrics import Metrics
@@ -31,55 +31,27 @@ from .store import TaskStore
 __all__ = ["RosettaBroker", "build_broker", "build_middleware"]
 
 
-class _DeadLetteringConsumer(_RedisConsumer):  # type: ignore[misc]
-    """A consumer that dead-letters an undecodable payload instead of crashing on it.
-
-    Stock Dramatiq raises on such a payload, restarts the consumer and meets it again
-    after the next requeue, forever (dramatiq#375).
-    """
-
-    def __next__(self) -> Any:
-        while True:
-            try:
-                return super().__next__()
-            except DecodeError as exc:
-                data = exc.data if isinstance(exc.data, bytes) else b""
-                logger.error(
-                    "undecodable message on queue {}: {}; moving it to the dead-letter queue",
-                    self.queue_name,
-                    exc.error,
-                )
-                self._dead_letter(data)
-
-    def _dead_letter(self, data: bytes) -> None:
-        broker = self.broker
-        message_id = _redis_message_id(data)
-        if message_id is None:
-            # Find the id by its payload among this process's in-flight ids: a small set.
-            acks = f"{broker.namespace}:__acks__.{broker.broker_id}.{self.queue_name}"
-            members = list(broker.client.smembers(acks))
-            payloads = broker.client.hmget(f"{broker.namespace}:{self.queue_name}.msgs", members) if members else []
-            message_id = next((m.decode() for m, p in zip(members, payloads, strict=True) if p == data), None)
-        if message_id is None:
-            logger.error("could not find the undecodable message's id on queue {}", self.queue_name)
-            return
-        broker.do_nack(self.queue_name, message_id)
-
-
-def _redis_message_id(data: bytes) -> str | None:
-    try:
-        value = json.loads(data)["options"]["redis_message_id"]
-    except (ValueError, KeyError, TypeError):
-        return None
-    return value if isinstance(value, str) else None
-
-
 class RosettaBroker(RedisBroker):  # type: ignore[misc]
-    """Dramatiq's ``RedisBroker`` with a consumer that survives undecodable payloads."""
+    """Dramatiq's ``RedisBroker``, with consumers that wake on enqueue and survive undecodable payloads."""
 
     @property
     def consumer_class(self) -> type:
-        return _DeadLetteringConsumer
+        return Consumer
+
+    @functools.cached_property
+    def waiter(self) -> redis.Redis:
+        """A client of its own for consumers' blocking waits (each holds a connection while it waits)."""
+        return redis.Redis(connection_pool=redis.ConnectionPool(**self.client.connection_pool.connection_kwargs))
+
+    def enqueue(self, message: Any, *, delay: int | None = None) -> Any:
+        enqueued = super().enqueue(message, delay=delay)
+        if delay is None:
+            key = wake_key(self.namespace, message.queue_name)
+            pipe = self.client.pipeline(transaction=False)
+            pipe.lpush(key, 1)
+            pipe.ltrim(key, 0, WAKE_TOKENS - 1)
+            pipe.execute()
+        return enqueued
 
     def ping(self) -> None:
         """Raise ``redis.ConnectionError`` when the broker's Redis does not answer."""

@@ -1,0 +1,106 @@
+"""How a worker takes messages off a Redis queue: Dramatiq's consumer with two changes.
+
+- **Wake-ups instead of idle polling.** Dramatiq polls an empty queue with a backoff that grows to
+  ``worker_timeout`` (1 s), so the first job after a quiet spell waits up to a second; Celery's
+  ``BRPOP`` answers at once. Every enqueue also pushes a token on ``<ns>.wake:<queue>``, and an idle
+  consumer waits on it with ``BLPOP`` for as long as it would have slept: a new job is picked up in
+  milliseconds, and an idle worker sends no more commands than before.
+- **Undecodable payloads are dead-lettered**, not raised: stock Dramatiq restarts the consumer and
+  meets the same payload again after the next requeue, forever (dramatiq#375).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import redis
+from dramatiq.broker import MessageProxy
+from dramatiq.brokers.redis import _RedisConsumer
+from dramatiq.common import compute_backoff
+from dramatiq.errors import ConnectionClosed, DecodeError
+from dramatiq.message import Message
+from loguru import logger
+
+__all__ = ["WAKE_TOKENS", "Consumer", "wake_key"]
+
+#: Tokens kept per queue: enough to wake every idle consumer of a fleet, bounded so that a queue with
+#: no consumer does not grow a list.
+WAKE_TOKENS = 64
+
+
+def wake_key(namespace: str, queue_name: str) -> str:
+    """Outside ``<ns>:*`` on purpose: tools that list the broker's queues by prefix do not see it."""
+    return f"{namespace}.wake:{queue_name}"
+
+
+class Consumer(_RedisConsumer):  # type: ignore[misc]
+    """One queue of one worker process: fetch, decode, and wait for work without polling."""
+
+    def __init__(self, broker: Any, queue_name: str, prefetch: int, timeout: int) -> None:
+        super().__init__(broker, queue_name, prefetch, timeout)
+        # Delayed queues are promoted by their own consumer's clock: nothing to wake them for.
+        self.wake = None if queue_name.endswith(".DQ") else wake_key(broker.namespace, queue_name)
+
+    def __next__(self) -> Any:
+        try:
+            while True:
+                if self.message_cache:
+                    message = self._decode(self.message_cache.pop(0))
+                    if message is not None:
+                        return message
+                    continue
+                if self.outstanding_message_count < self.prefetch:
+                    wanted = self.prefetch - self.outstanding_message_count
+                    self.message_cache = self.broker.do_fetch(self.queue_name, wanted)
+                    if self.message_cache:
+                        continue
+                self.misses, backoff_ms = compute_backoff(self.misses, max_backoff=self.timeout)
+                self._idle(backoff_ms / 1000)
+                return None
+        except redis.ConnectionError as exc:
+            raise ConnectionClosed(exc) from None
+
+    def _decode(self, data: bytes | None) -> MessageProxy | None:
+        if data is None:  # a payload deleted between fetch and read
+            return None
+        self.misses = 0
+        try:
+            message = Message.decode(data)
+        except DecodeError as exc:
+            logger.error("undecodable message on queue {}: {}; moving it to the dead-letter queue",
+                         self.queue_name, exc.error)  # fmt: skip
+            self._dead_letter(data)
+            return None
+        self.queued_message_ids.add(message.message_id)
+        return MessageProxy(message)
+
+    def _idle(self, seconds: float) -> None:
+        """Sleep ``seconds``, or less if a job is enqueued meanwhile and this consumer could take it."""
+        if self.wake is None or self.outstanding_message_count >= self.prefetch:
+            time.sleep(seconds)
+        elif self.broker.waiter.blpop([self.wake], timeout=max(seconds, 0.01)) is not None:
+            self.misses = 0
+
+    def _dead_letter(self, data: bytes) -> None:
+        broker = self.broker
+        message_id = _redis_message_id(data)
+        if message_id is None:
+            # Find the id by its payload among this process's in-flight ids: a small set.
+            acks = f"{broker.namespace}:__acks__.{broker.broker_id}.{self.queue_name}"
+            members = list(broker.client.smembers(acks))
+            payloads = broker.client.hmget(f"{broker.namespace}:{self.queue_name}.msgs", members) if members else []
+            message_id = next((m.decode() for m, p in zip(members, payloads, strict=True) if p == data), None)
+        if message_id is None:
+            logger.error("could not find the undecodable message's id on queue {}", self.queue_name)
+            return
+        broker.do_nack(self.queue_name, message_id)
+
+
+def _redis_message_id(data: bytes) -> str | None:
+    try:
+        value = json.loads(data)["options"]["redis_message_id"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    return value if isinstance(value, str) else None
