@@ -27,6 +27,15 @@ REDIS_HOST = os.environ.get("TEST_REDIS_HOST", "127.0.0.1")
 REDIS_PORT = int(os.environ.get("TEST_REDIS_PORT", "6379"))
 PG_ADMIN_URL = os.environ.get("TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 BROKER_DB, RESULTS_DB, CACHE_DB = 11, 12, 13
+#: The shared preview-SQL corpus (``../shared`` beside the checkout), or the copy in tests/data.
+CORPUS = next(
+    path
+    for path in (
+        ROOT.parent / "shared" / "preview-sql" / "corpus.jsonl",
+        ROOT / "tests" / "data" / "preview-corpus.jsonl",
+    )
+    if path.is_file()
+)
 #: Base64 of bytes 00..1f: the key of the spec's first encryption vector.
 TEST_KEY = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
 

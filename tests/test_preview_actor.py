@@ -9,7 +9,6 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import psycopg
 import pytest
@@ -21,6 +20,7 @@ from rosetta_jobs.crypto import Cipher
 
 from .conftest import (
     CACHE_DB,
+    CORPUS,
     PG_ADMIN_URL,
     TEST_KEY,
     WorkerProcess,
@@ -30,7 +30,6 @@ from .conftest import (
     redis_url,
 )
 
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "preview-sql" / "corpus.jsonl"
 NASTY_PASSWORD = "p@ss w:rd/'%\\x"
 LEAKY_PASSWORD = "Leaky-Secret-4242"
 

@@ -22,7 +22,8 @@ from rosetta_jobs.preview.query import TableRef, build_statement, parse_table_na
 from rosetta_jobs.preview.request import PreviewRequest
 from rosetta_jobs.preview.sandbox import check_statement, parse
 
-CORPUS = Path("/work/shared/preview-sql/corpus.jsonl")
+from .conftest import CORPUS
+
 ALIAS = "pg_src_main"
 EXTENSION = (
     Path(duckdb_extension_postgres_scanner.__file__).parent

@@ -18,6 +18,7 @@ from typing import Any
 import redis
 from dramatiq import Message
 
+from . import codec
 from .broker import RosettaBroker
 from .config import Settings, get_settings
 from .errors import BrokerUnavailable, TaskFailed, TaskTimeout
@@ -228,7 +229,7 @@ class AsyncResult:
                     raise TaskTimeout(f"task {self.task_id} is still {meta.get('status')} after {timeout} s")
                 event = pubsub.get_message(timeout=min(remaining or 5.0, 5.0))
                 if event is not None:
-                    meta = json.loads(event["data"])
+                    meta = codec.loads(event["data"])
                 elif remaining is None or remaining > 5.0:
                     meta = self._load()  # a periodic re-read guards against a lost subscription
             self._meta = meta

@@ -7,13 +7,13 @@ worker and a cancel arrive in.
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any, cast
 
 import redis
 from loguru import logger
 
+from . import codec
 from .errors import BrokerUnavailable
 from .states import FINAL_STATES
 
@@ -28,6 +28,22 @@ DELIVERIES_PREFIX = "rosetta-deliveries-"
 STOPPED_PREFIX = "rosetta-stopped-"
 #: How long a submitted task is known to ``cancel`` while it waits in a queue (Dramatiq's DLQ TTL).
 SUBMITTED_TTL = 7 * 24 * 3600
+
+_START = """
+local current = redis.call('GET', KEYS[1])
+if current then
+  local ok, doc = pcall(cjson.decode, current)
+  if ok and type(doc) == 'table' then
+    local s = doc['status']
+    if s == 'SUCCESS' or s == 'FAILURE' or s == 'REVOKED' then return s end
+  end
+end
+local starts = redis.call('INCR', KEYS[2])
+redis.call('EXPIRE', KEYS[2], ARGV[3])
+redis.call('SETEX', KEYS[1], ARGV[2], ARGV[1])
+redis.call('PUBLISH', KEYS[1], ARGV[1])
+return starts
+"""
 
 _WRITE = """
 local current = redis.call('GET', KEYS[1])
@@ -59,6 +75,7 @@ class TaskStore:
         self.expires = expires
         self.url = url
         self._write = client.register_script(_WRITE)
+        self._start = client.register_script(_START)
 
     @classmethod
     def from_url(cls, url: str, *, expires: int = 600) -> TaskStore:
@@ -82,7 +99,7 @@ class TaskStore:
             raise self.unavailable(exc) from exc
         if raw is None:
             return None
-        doc = json.loads(raw)
+        doc = codec.loads(raw)
         return doc if isinstance(doc, dict) else None
 
     def write(self, meta: dict[str, Any], *, wait: float = 0.0) -> bool:
@@ -91,7 +108,7 @@ class TaskStore:
         With ``wait``, a connection error is retried for up to that many seconds: a worker must not
         acknowledge a job whose final state it could not store (Dramatiq retries its ack the same way).
         """
-        payload = json.dumps(meta, allow_nan=False)
+        payload = codec.dumps(meta)
         deadline = time.monotonic() + wait
         while True:
             try:
@@ -125,6 +142,16 @@ class TaskStore:
         flags = cast("list[bytes | None]", self.client.mget([CANCEL_PREFIX + t for t in task_ids]))
         return [task_id for task_id, flag in zip(task_ids, flags, strict=True) if flag]
 
+    def start(self, started: dict[str, Any]) -> str | int:
+        """Write STARTED and count one more start, in one step, unless the task is already final.
+
+        Returns the final state found (the job must not run), or the number of starts so far.
+        """
+        task_id = started["task_id"]
+        keys = [self.key(task_id), DELIVERIES_PREFIX + task_id]
+        answer = self._start(keys=keys, args=[codec.dumps(started), self.expires, SUBMITTED_TTL])
+        return answer.decode() if isinstance(answer, bytes) else int(answer)
+
     def mark_stopped(self, task_id: str) -> None:
         """Record when a cancelled job really stopped running (epoch milliseconds)."""
         self.client.set(STOPPED_PREFIX + task_id, int(time.time() * 1000), ex=self.expires)
@@ -133,11 +160,3 @@ class TaskStore:
         """Epoch seconds at which a cancelled job stopped, if it was running when cancelled."""
         raw = cast("bytes | None", self.client.get(STOPPED_PREFIX + task_id))
         return int(raw) / 1000 if raw else None
-
-    def count_delivery(self, task_id: str) -> int:
-        """Count one more start of ``task_id``; returns the number of starts so far."""
-        pipe = self.client.pipeline()
-        pipe.incr(DELIVERIES_PREFIX + task_id)
-        pipe.expire(DELIVERIES_PREFIX + task_id, SUBMITTED_TTL)
-        count, _ = pipe.execute()
-        return int(count)

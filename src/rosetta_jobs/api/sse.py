@@ -16,6 +16,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from .. import codec
 from ..states import FINAL_STATES, status_dict
 from ..store import TaskStore
 
@@ -31,7 +32,7 @@ def _decode(raw: Any) -> dict[str, Any] | None:
     if raw is None:
         return None
     try:
-        doc = json.loads(raw)
+        doc = codec.loads(raw)
     except ValueError:
         return None
     return doc if isinstance(doc, dict) else None

@@ -7,7 +7,6 @@ decided between a retry (RETRY) and the end (FAILURE).
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 from typing import Any
@@ -19,7 +18,7 @@ from dramatiq.errors import ActorNotFound
 from dramatiq.middleware import CurrentMessage, Middleware, SkipMessage
 from loguru import logger
 
-from .. import interrupts
+from .. import codec, interrupts
 from ..errors import WorkerLost
 from ..states import (
     FAILURE,
@@ -48,10 +47,8 @@ class TaskState(Middleware):
         self.max_worker_losses = max_worker_losses
         self.hostname = hostname or f"rosetta@{socket.gethostname()}"
 
-    def write(self, message: Any, status: str, result: Any = None, **extra: Any) -> bool:
-        # A final state (or RETRY) waits out a Redis outage; STARTED and PROGRESS are best effort.
-        wait = FINAL_WRITE_WAIT if status in FINAL_STATES or status == RETRY else 0.0
-        meta = build_meta(
+    def _meta(self, message: Any, status: str, result: Any = None, **extra: Any) -> dict[str, Any]:
+        return build_meta(
             message.message_id,
             status,
             result,
@@ -62,6 +59,11 @@ class TaskState(Middleware):
             queue=q_name(message.queue_name),
             **extra,
         )
+
+    def write(self, message: Any, status: str, result: Any = None, **extra: Any) -> bool:
+        # A final state (or RETRY) waits out a Redis outage; STARTED and PROGRESS are best effort.
+        wait = FINAL_WRITE_WAIT if status in FINAL_STATES or status == RETRY else 0.0
+        meta = self._meta(message, status, result, **extra)
         if wait:
             return self.store.write(meta, wait=wait)
         try:
@@ -71,21 +73,20 @@ class TaskState(Middleware):
             return False
 
     def before_process_message(self, broker: dramatiq.Broker, message: Any) -> None:
-        current = self.store.get(message.message_id)
-        if current is not None and current.get("status") in FINAL_STATES:
-            # A redelivery (crash, DQ promotion race) or a cancel: never run it again.
-            logger.info("task {} is already {}; skipping it", message.message_id, current["status"])
-            raise SkipMessage(f"task is already {current['status']}")
         retries = message.options.get("retries", 0)
-        losses = self.store.count_delivery(message.message_id) - 1 - retries
+        started = self._meta(message, STARTED, {"pid": os.getpid(), "hostname": self.hostname}, retries=retries)
+        starts = self.store.start(started)
+        if isinstance(starts, str):
+            # A redelivery (crash, DQ promotion race) or a cancel: never run it again.
+            logger.info("task {} is already {}; skipping it", message.message_id, starts)
+            raise SkipMessage(f"task is already {starts}")
+        losses = starts - 1 - retries
         if losses > self.max_worker_losses:
             # A poison message: it took its worker down every time. Dead-letter it instead of looping.
             message.fail()
             error = WorkerLost(f"the worker running this job died {losses} times; it is not run again")
             self.write(message, FAILURE, encode_exception(error))
             raise SkipMessage(str(error))
-        started = {"pid": os.getpid(), "hostname": self.hostname}
-        self.write(message, STARTED, started, retries=retries)
 
     def after_process_message(
         self, broker: dramatiq.Broker, message: Any, *, result: Any = None, exception: BaseException | None = None
@@ -136,7 +137,7 @@ def report_progress(meta: dict[str, Any], *, state: str = PROGRESS) -> None:
     if message is None:
         return
     interrupts.check_cancelled()
-    json.dumps(meta, allow_nan=False)  # fail in the actor, not in the store, on bad meta
+    codec.dumps(meta)  # fail in the actor, not in the store, on bad meta
     for middleware in dramatiq.get_broker().middleware:
         if isinstance(middleware, TaskState):
             middleware.write(message, state, meta, retries=message.options.get("retries", 0))

@@ -7,12 +7,12 @@ The key covers every argument that changes the answer, the row limit and profili
 from __future__ import annotations
 
 import hashlib
-import json
 from typing import Any, cast
 
 import redis
 from loguru import logger
 
+from .. import codec
 from .request import PreviewRequest
 
 __all__ = ["PreviewCache", "cache_key"]
@@ -46,12 +46,12 @@ class PreviewCache:
         except redis.RedisError as exc:
             logger.warning("preview cache unavailable, running without it: {}", exc)
             return None
-        return json.loads(raw) if raw else None
+        return codec.loads(raw) if raw else None
 
     def put(self, request: PreviewRequest, result: dict[str, Any]) -> None:
         if self.client is None:
             return
         try:
-            self.client.setex(cache_key(request), self.ttl, json.dumps(result, allow_nan=False))
+            self.client.setex(cache_key(request), self.ttl, codec.dumps(result))
         except redis.RedisError as exc:
             logger.warning("preview cache write failed: {}", exc)
