@@ -166,3 +166,22 @@ def test_message_enqueued_by_the_client_has_the_task_id(client: JobClient, broke
     payloads = broker_redis.hvals("dramatiq:default.msgs")
     assert [Message.decode(p).message_id for p in payloads] == [task_id]
     assert redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=BROKER_DB).llen("dramatiq:default") == 1
+
+
+def test_celery_reads_retry_and_revoked(
+    start_worker: Callable[..., WorkerProcess], client: JobClient, celery_app: Celery
+) -> None:
+    # Given a job that fails once with a transient error and retries after a 2 s backoff
+    start_worker(RETRY_MIN_BACKOFF_MS="2000", RETRY_MAX_BACKOFF_MS="2500")
+    retried = CeleryResult(client.send("tests.flaky", (f"retry-{uuid.uuid4()}", 1)), app=celery_app)
+    # When the backend polls, Then it reads RETRY with the encoded error, and later SUCCESS
+    seen = _states_seen(retried)
+    assert "RETRY" in seen and seen[-1] == "SUCCESS"
+    assert retried.get(timeout=5) == 2
+    # Given a job cancelled while it waits in the queue (its actor is not consumed by this worker)
+    queued = client.send("tests.pid", (), queue_name="not-consumed")
+    assert client.cancel(queued)["cancelled"] is True
+    # Then Celery reads REVOKED, with Celery's own exception type
+    revoked = CeleryResult(queued, app=celery_app)
+    assert revoked.state == "REVOKED" and type(revoked.result).__name__ == "TaskRevokedError"
+    assert client.get_task_status(queued)["status"] == "cancelled"
