@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import psycopg
 import pytest
 import redis
@@ -73,6 +74,16 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 def _flush() -> None:
     for db in (BROKER_DB, RESULTS_DB, CACHE_DB):
         redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=db).flushdb()
+
+
+@pytest.fixture
+def con() -> Iterator[duckdb.DuckDBPyConnection]:
+    """A DuckDB session like the preview's: UTC, with an ENUM type to select."""
+    connection = duckdb.connect()
+    connection.execute("SET TimeZone = 'UTC'")
+    connection.execute("CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy')")
+    yield connection
+    connection.close()
 
 
 @pytest.fixture

@@ -3,25 +3,14 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import duckdb
-import pytest
 
 from rosetta_jobs.preview.profile import TOP_VALUES, profile
 from rosetta_jobs.preview.serialize import serialize
 
 BASE_KEYS = ["column", "type", "total_count", "null_count", "null_percent", "distinct_count", "distinct_percent"]
-
-
-@pytest.fixture
-def con() -> Iterator[duckdb.DuckDBPyConnection]:
-    connection = duckdb.connect()
-    connection.execute("SET TimeZone = 'UTC'")
-    connection.execute("CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy')")
-    yield connection
-    connection.close()
 
 
 def profiles(con: duckdb.DuckDBPyConnection, sql: str) -> dict[str, dict[str, Any]]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -54,16 +53,6 @@ LITERALS = {
     "INTERVAL": "INTERVAL 1 DAY", "BLOB": "'\\x00'", "DATE[]": "[DATE '2024-01-01']",
     "STRUCT(a DECIMAL(5,2))": "{'a': 1.5}", "MAP(VARCHAR, INTEGER)": "MAP {'a': 1}", "mood": "'sad'",
 }  # fmt: skip
-
-
-@pytest.fixture
-def con() -> Iterator[duckdb.DuckDBPyConnection]:
-    """A DuckDB session like the preview's: UTC, with an ENUM type to select."""
-    connection = duckdb.connect()
-    connection.execute("SET TimeZone = 'UTC'")
-    connection.execute("CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy')")
-    yield connection
-    connection.close()
 
 
 def first_row(con: duckdb.DuckDBPyConnection, sql: str) -> dict[str, Any]:

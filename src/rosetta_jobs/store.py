@@ -29,35 +29,40 @@ STOPPED_PREFIX = "rosetta-stopped-"
 #: How long a submitted task is known to ``cancel`` while it waits in a queue (Dramatiq's DLQ TTL).
 SUBMITTED_TTL = 7 * 24 * 3600
 
-_START = """
+#: Sets ``final`` to the stored status of KEYS[1] when that status is final, else leaves it nil.
+_FINAL = """
+local final = nil
 local current = redis.call('GET', KEYS[1])
 if current then
   local ok, doc = pcall(cjson.decode, current)
   if ok and type(doc) == 'table' then
     local s = doc['status']
-    if s == 'SUCCESS' or s == 'FAILURE' or s == 'REVOKED' then return s end
+    if s == 'SUCCESS' or s == 'FAILURE' or s == 'REVOKED' then final = s end
   end
 end
+"""
+
+_START = (
+    _FINAL
+    + """
+if final then return final end
 local starts = redis.call('INCR', KEYS[2])
 redis.call('EXPIRE', KEYS[2], ARGV[3])
 redis.call('SETEX', KEYS[1], ARGV[2], ARGV[1])
 redis.call('PUBLISH', KEYS[1], ARGV[1])
 return starts
 """
+)
 
-_WRITE = """
-local current = redis.call('GET', KEYS[1])
-if current then
-  local ok, doc = pcall(cjson.decode, current)
-  if ok and type(doc) == 'table' then
-    local s = doc['status']
-    if s == 'SUCCESS' or s == 'FAILURE' or s == 'REVOKED' then return 0 end
-  end
-end
+_WRITE = (
+    _FINAL
+    + """
+if final then return 0 end
 redis.call('SETEX', KEYS[1], ARGV[2], ARGV[1])
 redis.call('PUBLISH', KEYS[1], ARGV[1])
 return 1
 """
+)
 
 
 def _redact(url: str) -> str:
