@@ -95,6 +95,24 @@ def test_cancel_of_a_queued_job_means_it_never_starts(
     assert redis.Redis.from_url(private_redis.url(2)).get(f"rosetta-deliveries-{task_id}") is None
 
 
+def test_a_cancelled_job_never_starts_even_after_its_revoked_state_expired(
+    private_redis: PrivateRedis, start_worker: Callable[..., WorkerProcess]
+) -> None:
+    # Given a client whose task states expire after 1 s, and a job cancelled while no worker runs
+    short = JobClient(broker_url=private_redis.url(1), result_backend_url=private_redis.url(2), result_expires=1)
+    task_id = short.send("tests.pid", ())
+    assert short.cancel(task_id)["cancelled"] is True
+    # When the REVOKED state has expired before any worker fetches the message
+    wait_until(lambda: short.store.get(task_id) is None, 10, "the REVOKED state to expire")
+    start_worker(**private_redis.env())
+    marker = short.send("worker.test.echo", ("after",))
+    short.result(marker).get(timeout=20)
+    # Then the job was still never started, and it reads REVOKED again
+    assert redis.Redis.from_url(private_redis.url(2)).get(f"rosetta-deliveries-{task_id}") is None
+    assert short.get_task_status(task_id)["status"] == "cancelled"
+    assert redis.Redis.from_url(private_redis.url(1)).llen("dramatiq:default") == 0
+
+
 def test_cancel_of_a_running_job_stops_it_within_a_second(
     private_redis: PrivateRedis, pclient: JobClient, start_worker: Callable[..., WorkerProcess]
 ) -> None:

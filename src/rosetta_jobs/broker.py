@@ -20,6 +20,7 @@ from dramatiq.middleware import (
     Retries,
     ShutdownNotifications,
 )
+from loguru import logger
 
 from .config import Settings, get_settings
 from .consumer import WAKE_TOKENS, Consumer, wake_key
@@ -50,7 +51,10 @@ class RosettaBroker(RedisBroker):  # type: ignore[misc]
             pipe = self.client.pipeline(transaction=False)
             pipe.lpush(key, 1)
             pipe.ltrim(key, 0, WAKE_TOKENS - 1)
-            pipe.execute()
+            try:
+                pipe.execute()
+            except redis.RedisError as exc:  # the job is queued; idle workers still find it by polling
+                logger.warning("could not wake the consumers of {}: {}", message.queue_name, exc)
         return enqueued
 
     def ping(self) -> None:

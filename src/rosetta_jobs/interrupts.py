@@ -76,14 +76,13 @@ def running() -> list[str]:
 
 def stop(task_id: str) -> bool:
     """Ask ``task_id`` to stop. Returns whether it runs in this process."""
-    with _lock:
+    with _lock:  # held while stopping: ``detach`` cannot hand the session to another job meanwhile
         job = _jobs.get(task_id)
         if job is None:
             return False
         job.cancelled = True
-        stopper = job.stopper
-    if stopper is not None:
-        stopper()
+        if job.stopper is not None:
+            job.stopper()
     return True
 
 

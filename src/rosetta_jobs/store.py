@@ -46,6 +46,7 @@ _START = (
     _FINAL
     + """
 if final then return final end
+if redis.call('EXISTS', KEYS[3]) == 1 then return 'REVOKED' end
 local starts = redis.call('INCR', KEYS[2])
 redis.call('EXPIRE', KEYS[2], ARGV[3])
 redis.call('SETEX', KEYS[1], ARGV[2], ARGV[1])
@@ -140,7 +141,12 @@ class TaskStore:
         return bool(self.client.exists(SUBMITTED_PREFIX + task_id))
 
     def request_cancel(self, task_id: str) -> None:
-        self.client.set(CANCEL_PREFIX + task_id, b"1", ex=self.expires)
+        """Flag ``task_id`` as cancelled for as long as its message may wait in a queue.
+
+        The REVOKED state expires after ``RESULT_EXPIRES``; the flag outlives it, so a job cancelled
+        while queued never starts, however long the queue waited.
+        """
+        self.client.set(CANCEL_PREFIX + task_id, b"1", ex=SUBMITTED_TTL)
 
     def cancel_requested(self, task_ids: list[str]) -> list[str]:
         """The ids among ``task_ids`` that a client asked to cancel."""
@@ -153,7 +159,7 @@ class TaskStore:
         Returns the final state found (the job must not run), or the number of starts so far.
         """
         task_id = started["task_id"]
-        keys = [self.key(task_id), DELIVERIES_PREFIX + task_id]
+        keys = [self.key(task_id), DELIVERIES_PREFIX + task_id, CANCEL_PREFIX + task_id]
         answer = self._start(keys=keys, args=[codec.dumps(started), self.expires, SUBMITTED_TTL])
         return answer.decode() if isinstance(answer, bytes) else int(answer)
 

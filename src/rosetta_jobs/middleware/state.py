@@ -25,11 +25,13 @@ from ..states import (
     FINAL_STATES,
     PROGRESS,
     RETRY,
+    REVOKED,
     STARTED,
     SUCCESS,
     build_meta,
     encode_exception,
     format_traceback,
+    revoked_exception,
 )
 from ..store import TaskStore
 
@@ -75,10 +77,16 @@ class TaskState(Middleware):
     def before_process_message(self, broker: dramatiq.Broker, message: Any) -> None:
         retries = message.options.get("retries", 0)
         started = self._meta(message, STARTED, {"pid": os.getpid(), "hostname": self.hostname}, retries=retries)
-        starts = self.store.start(started)
+        try:
+            starts = self.store.start(started)
+        except redis.RedisError as exc:  # best effort, as Dramatiq would run the job anyway
+            logger.warning("task {}: could not store STARTED ({}); running it anyway", message.message_id, exc)
+            return
         if isinstance(starts, str):
             # A redelivery (crash, DQ promotion race) or a cancel: never run it again.
             logger.info("task {} is already {}; skipping it", message.message_id, starts)
+            if starts == REVOKED:  # the cancel may have outlived the REVOKED state: show it again
+                self.write(message, REVOKED, revoked_exception())
             raise SkipMessage(f"task is already {starts}")
         losses = starts - 1 - retries
         if losses > self.max_worker_losses:

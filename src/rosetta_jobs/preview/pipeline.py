@@ -81,9 +81,11 @@ class PreviewRunner:
             except duckdb.InterruptException:
                 raise
             except (duckdb.ConnectionException, duckdb.IOException) as exc:
-                raise TransientError(f"lost the source database: {scrub(str(exc), source.password)}") from None
+                raise TransientError(
+                    f"lost the source database: {scrub(str(exc), source.password, source.conninfo())}"
+                ) from None
             except duckdb.Error as exc:
-                raise PreviewError(scrub(str(exc), source.password)) from None
+                raise PreviewError(scrub(str(exc), source.password, source.conninfo())) from None
             finally:
                 interrupts.detach(task_id)
         result: dict[str, Any] = serialize(table)

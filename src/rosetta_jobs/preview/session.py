@@ -15,6 +15,7 @@ what the next job sees:
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -52,11 +53,20 @@ def extension_path() -> Path:
     return path
 
 
+_PASSWORD_FORMS = (
+    (re.compile(r"(password\s*=\s*)'(?:[^'\\]|\\.)*'", re.IGNORECASE), r"\1'***'"),
+    (re.compile(r"(password\s*=\s*)[^\s'\"]+", re.IGNORECASE), r"\1***"),
+    (re.compile(r"(://[^:/@\s]*:)[^@\s]*@"), r"\1***@"),
+)
+
+
 def scrub(text: str, *secrets: str) -> str:
-    """Remove every secret from ``text`` (DuckDB repeats the connection string in its errors)."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
+    """Remove every secret from ``text``. DuckDB repeats the connection string in its errors, with the
+    password quoted and escaped, so the exact secrets go and so does any ``password=...`` form."""
+    for secret in sorted((s for s in secrets if s), key=len, reverse=True):
+        text = text.replace(secret, "***")
+    for pattern, replacement in _PASSWORD_FORMS:
+        text = pattern.sub(replacement, text)
     return text
 
 
@@ -74,6 +84,7 @@ class Session:
         self._lock = threading.Lock()
         self._running: object | None = None
         self._stopped_by: type[BaseException] | None = None
+        self.broken = False
         self.con = duckdb.connect(
             ":memory:",
             config={
@@ -117,6 +128,9 @@ class Session:
         timer.start()
         try:
             return self.con.execute(sql).to_arrow_table()
+        except (duckdb.FatalException, duckdb.InternalException):
+            self.broken = True  # DuckDB may have invalidated the database: never hand it out again
+            raise
         except duckdb.InterruptException:
             if self._stopped_by is JobTimedOut:
                 raise JobTimedOut(timeout) from None
@@ -188,7 +202,7 @@ class SessionPool:
         return None
 
     def _give_back(self, session: Session, healthy: bool) -> None:
-        if not healthy or time.monotonic() - session.created > self.max_age:
+        if not healthy or session.broken or time.monotonic() - session.created > self.max_age:
             session.close()
             return
         with self._lock:
