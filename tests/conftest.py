@@ -71,7 +71,8 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         pytest.exit(f"PostgreSQL at {PG_ADMIN_URL} is not reachable ({exc}); {HOW_TO_START['postgres']}", 3)
 
 
-def _flush() -> None:
+def flush_redis_dbs() -> None:
+    """Empty the three test databases."""
     for db in (BROKER_DB, RESULTS_DB, CACHE_DB):
         redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=db).flushdb()
 
@@ -89,9 +90,9 @@ def con() -> Iterator[duckdb.DuckDBPyConnection]:
 @pytest.fixture
 def redis_dbs() -> Iterator[None]:
     """The three test databases, empty before the test and emptied after it."""
-    _flush()
+    flush_redis_dbs()
     yield
-    _flush()
+    flush_redis_dbs()
 
 
 @pytest.fixture

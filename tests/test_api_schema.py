@@ -7,26 +7,20 @@ import sys
 from collections.abc import Iterator
 
 import pytest
-import redis
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis.checks import not_a_server_error
 
-from .conftest import BROKER_DB, CACHE_DB, REDIS_HOST, REDIS_PORT, RESULTS_DB, ROOT, WorkerProcess, worker_env
+from .conftest import ROOT, WorkerProcess, flush_redis_dbs, worker_env
 from .support.ops_service import ADMIN_KEY, API_KEY, ServiceProcess, start_service
 
 HEADERS = {"x-api-key": API_KEY, "x-admin-key": ADMIN_KEY}
 
 
-def _flush() -> None:
-    for db in (BROKER_DB, RESULTS_DB, CACHE_DB):
-        redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=db).flushdb()
-
-
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
     """The service with both keys, and one worker so that /health can be healthy."""
-    _flush()
+    flush_redis_dbs()
     logs = tmp_path_factory.mktemp("schema")
     svc = start_service(worker_env(API_KEY=API_KEY, ADMIN_API_KEY=ADMIN_KEY), logs / "service.log")
     # Generated echo jobs may take up to a minute: at the end they are cut short, not waited for.
@@ -52,7 +46,7 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess
     finally:
         worker.stop()
         svc.stop()
-        _flush()
+        flush_redis_dbs()
 
 
 def test_no_input_makes_the_service_fail(service: ServiceProcess) -> None:
