@@ -57,10 +57,6 @@ class RosettaBroker(RedisBroker):  # type: ignore[misc]
                 logger.warning("could not wake the consumers of {}: {}", message.queue_name, exc)
         return enqueued
 
-    def ping(self) -> None:
-        """Raise ``redis.ConnectionError`` when the broker's Redis does not answer."""
-        self.client.ping()
-
 
 def build_middleware(settings: Settings) -> list[Middleware]:
     """The worker's middleware, in order. ``TaskState`` must stay before ``Retries``."""

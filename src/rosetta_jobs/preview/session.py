@@ -21,7 +21,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import duckdb
 
@@ -215,7 +215,3 @@ class SessionPool:
             for session in self._idle:
                 session.close()
             self._idle.clear()
-
-    def stats(self) -> dict[str, Any]:
-        with self._lock:
-            return {"idle": len(self._idle), "slots": self.slots}
