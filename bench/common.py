@@ -1,6 +1,7 @@
 """What the benchmarks share: a seeded source and config database, worker processes, RSS sampling.
 
-Benchmarks use Redis databases 5-9 of the local server (flushed before and after) and PostgreSQL
+Benchmarks claim Redis databases of the local server as a test run does (``tests/support/redis_slots.py``:
+two slots, so a test run beside them keeps its own; flushed before and after) and PostgreSQL
 databases named ``rosetta_bench_*`` (the source table is kept between runs: seeding 200,000 rows
 takes a while; ``--reseed`` rebuilds it).
 """
@@ -27,7 +28,12 @@ REDIS = os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379")
 PG_ADMIN = os.environ.get("BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 KEY = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
 SOURCE_DB, CONFIG_DB = "rosetta_bench_source", "rosetta_bench_config"
-BROKER_DB, RESULTS_DB, CACHE_DB, CELERY_BROKER_DB, CELERY_RESULTS_DB = 5, 6, 7, 8, 9
+sys.path.insert(0, str(ROOT / "tests" / "support"))
+from redis_slots import claim  # noqa: E402
+
+_host, _port = REDIS.removeprefix("redis://").rsplit(":", 1)
+_slots = claim(_host, int(_port), count=2)
+BROKER_DB, RESULTS_DB, CACHE_DB, CELERY_BROKER_DB, CELERY_RESULTS_DB = (*_slots[0], *_slots[1][:2])
 
 EVENTS = """
 CREATE TABLE public.events (

@@ -1,6 +1,7 @@
 """Shared fixtures. Every test talks to the real Redis and PostgreSQL of this machine.
 
-Redis: tests use databases 11 (broker), 12 (task state) and 13 (preview cache),
+Redis: a test run claims three databases of its own (broker, task state, preview cache) through
+``support/redis_slots.py``, so that two runs on one machine never flush each other's data; they are
 flushed before and after each test that asks for them. PostgreSQL: each test
 module that needs a database gets its own, dropped afterwards.
 """
@@ -23,11 +24,17 @@ import psycopg
 import pytest
 import redis
 
+from .support.redis_slots import SLOTS, claim
+
 ROOT = Path(__file__).resolve().parent.parent
 REDIS_HOST = os.environ.get("TEST_REDIS_HOST", "127.0.0.1")
 REDIS_PORT = int(os.environ.get("TEST_REDIS_PORT", "6379"))
 PG_ADMIN_URL = os.environ.get("TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-BROKER_DB, RESULTS_DB, CACHE_DB = 11, 12, 13
+
+try:
+    BROKER_DB, RESULTS_DB, CACHE_DB = claim(REDIS_HOST, REDIS_PORT)[0]
+except redis.RedisError:  # pytest_sessionstart says how to start Redis
+    BROKER_DB, RESULTS_DB, CACHE_DB = SLOTS[-1]
 #: The shared preview-SQL corpus (``../shared`` beside the checkout), or the copy in tests/data.
 CORPUS = next(
     path
