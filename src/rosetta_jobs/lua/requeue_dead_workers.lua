@@ -1,0 +1,26 @@
+-- Put what dead worker processes had fetched back at the head of its queue (Dramatiq's layout, spelled
+-- by layout.DramatiqKeys and passed in).
+-- KEYS: Dramatiq's heartbeats zset. ARGV: now (ms), heartbeat timeout (ms), acks prefix ("<ns>:__acks__."),
+-- queue prefix ("<ns>:"), then the queue names. Returns how many messages were requeued.
+local heartbeats = KEYS[1]
+local acks_prefix, queue_prefix = ARGV[3], ARGV[4]
+local dead = redis.call("zrangebyscore", heartbeats, 0, tonumber(ARGV[1]) - tonumber(ARGV[2]))
+local requeued = 0
+for _, worker in ipairs(dead) do
+  local acks = acks_prefix .. worker
+  for i = 5, #ARGV do
+    local queue = ARGV[i]
+    local ids = redis.call("smembers", acks .. "." .. queue)
+    for _, id in ipairs(ids) do
+      if redis.call("hexists", queue_prefix .. queue .. ".msgs", id) == 1 then
+        redis.call("lpush", queue_prefix .. queue, id)
+        requeued = requeued + 1
+      end
+    end
+    redis.call("del", acks .. "." .. queue)
+  end
+  if next(redis.call("keys", acks .. ".*")) == nil then
+    redis.call("zrem", heartbeats, worker)
+  end
+end
+return requeued
