@@ -299,7 +299,7 @@ def report(
     completed = sum(1 for s in states.values() if s == "SUCCESS")
     lost = [t for t, s in states.items() if s is None]
     duplicated = [t for t, finals in observer.finals.items() if len(finals) > 1]
-    executions = [int(client.store.client.get(f"rosetta-deliveries-{t}") or 1) for t in task_ids]
+    executions = [client.store.deliveries(t) or 1 for t in task_ids]
     # Recovery: for each job that was started again by another process, from the kill of its first
     # process to its final state; kills whose recovery window saw Redis down are reported apart.
     killed_at = {pid: at for at, pid, _ in kills}

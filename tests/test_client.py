@@ -85,7 +85,7 @@ def test_unreachable_redis_is_an_error_that_names_the_url() -> None:
     # When a job is sent, Then the error names the URL (without its password) and the fix
     with pytest.raises(BrokerUnavailable) as info:
         client.send("worker.test.echo", ("x",))
-    assert "redis://***@127.0.0.1:1/1" in str(info.value) and "secret" not in str(info.value)
+    assert "redis://:***@127.0.0.1:1/1" in str(info.value) and "secret" not in str(info.value)
     assert "BROKER_URL" in str(info.value)
     # And a status read says the worker is unavailable instead of raising
     status = client.get_task_status("t")

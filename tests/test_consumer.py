@@ -6,8 +6,9 @@ from collections.abc import Callable
 
 import redis
 
+from rosetta_jobs.broker import WAKE_TOKENS
 from rosetta_jobs.client import JobClient
-from rosetta_jobs.consumer import WAKE_TOKENS, wake_key
+from rosetta_jobs.layout import Keys
 
 from .conftest import WorkerProcess, wait_until
 
@@ -18,9 +19,9 @@ def test_each_enqueue_leaves_a_bounded_wake_up_token(client: JobClient, broker_r
         client.send("worker.test.echo", (str(i),))
     # Then the queue holds them all, and the wake-up list holds at most WAKE_TOKENS tokens
     assert broker_redis.llen("dramatiq:default") == WAKE_TOKENS + 20
-    assert broker_redis.llen(wake_key("dramatiq", "default")) == WAKE_TOKENS
+    assert broker_redis.llen(Keys("dramatiq").wake("default")) == WAKE_TOKENS
     # And the wake-up list is not mistaken for a queue by prefix scans of the namespace
-    assert not wake_key("dramatiq", "default").startswith("dramatiq:")
+    assert not Keys("dramatiq").wake("default").startswith("dramatiq:")
 
 
 def test_an_idle_worker_takes_the_wake_up_and_the_job(
@@ -30,8 +31,8 @@ def test_an_idle_worker_takes_the_wake_up_and_the_job(
     start_worker()
     first = client.send("worker.test.echo", ("first",))
     assert client.result(first).get(timeout=15)["message"] == "first"
-    wait_until(lambda: broker_redis.llen(wake_key("dramatiq", "default")) == 0, 10, "the first token to be taken")
+    wait_until(lambda: broker_redis.llen(Keys("dramatiq").wake("default")) == 0, 10, "the first token to be taken")
     # When a job is enqueued, Then the worker consumes its wake-up token and runs it
     task_id = client.send("worker.test.echo", ("woken",))
     assert client.result(task_id).get(timeout=15)["message"] == "woken"
-    wait_until(lambda: broker_redis.llen(wake_key("dramatiq", "default")) == 0, 10, "the token to be taken")
+    wait_until(lambda: broker_redis.llen(Keys("dramatiq").wake("default")) == 0, 10, "the token to be taken")

@@ -388,19 +388,19 @@ def test_default_command_runs_a_worker_that_the_health_check_follows(redis_dbs: 
 
 
 def test_health_check_fails_on_a_stale_heartbeat(redis_dbs: None) -> None:
-    from rosetta_jobs.queues import ops_key
+    from rosetta_jobs.layout import Keys
 
     # Given a heartbeat of this host's worker that is a minute old (a hung process keeps its key alive no longer
     # than the TTL; this one is written with a long TTL to stand for a clock or a writer that went wrong)
     client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=RESULTS_DB)
     worker_id = f"{socket.gethostname()}:999999"
     client.hset(
-        ops_key("dramatiq", "worker", worker_id),
+        Keys("dramatiq").worker(worker_id),
         mapping={"id": worker_id, "hostname": socket.gethostname(), "pid": 999999, "threads": 1, "busy": 0,
                  "queues": "[]", "state": "running", "started_at": time.time() - 120,
                  "last_seen": time.time() - 60, "processed": 0, "running": "[]"},
     )  # fmt: skip
-    client.zadd(ops_key("dramatiq", "workers"), {worker_id: time.time() - 60})
+    client.zadd(Keys("dramatiq").workers(), {worker_id: time.time() - 60})
     env = worker_env(PATH=f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}", WORKER_PROCESSES="1")
     # When the health check runs, Then it fails and names the age
     stale = _run_health_check(env)

@@ -8,8 +8,10 @@ from typing import Any
 import pytest
 
 from rosetta_jobs.errors import PreviewError
-from rosetta_jobs.preview.filters import quote_identifier, quote_literal, where_clause
-from rosetta_jobs.preview.sandbox import parse
+from rosetta_jobs.preview.filters import build_filter, quote_identifier, quote_literal, where_clause
+from rosetta_jobs.preview.parsing import iter_nodes, parse
+from rosetta_jobs.preview.query import build_statement
+from rosetta_jobs.preview.request import PreviewRequest
 
 
 def v2(*groups: dict[str, Any], inter: list[Any] | None = None) -> str:
@@ -259,11 +261,64 @@ def test_legacy_part_with_comment_cannot_swallow_the_rest() -> None:
 )
 def test_legacy_injection_gets_the_token_checks(filter_sql: str, message: str) -> None:
     # Given legacy filters carrying statements or file reads
-    # When they are translated
+    preview = PreviewRequest(sql=None, source_id=1, destination_id=2, table_name="orders", filter_sql=filter_sql)
+    # When their statement is built
     with pytest.raises(PreviewError) as info:
-        where_clause(filter_sql)
-    # Then the old validator's message comes back (build_statement checks the rest)
+        build_statement(preview, source_alias="pg_src_main")
+    # Then the old validator's message comes back, from its check of the parts as written (before the rest)
     assert str(info.value).startswith(message)
+    assert build_filter(filter_sql).sql_parts == tuple(p.strip() for p in filter_sql.split(";"))
+
+
+def test_v2_filter_has_no_parts_written_as_sql() -> None:
+    # Given a v2 filter whose value looks like SQL
+    # When it is translated
+    result = build_filter(v2(group(cond("c", "=", "1; DROP TABLE orders"))))
+    # Then nothing of it is handed to the token checks: it is one quoted literal
+    assert result.sql_parts == ()
+    assert result.where == " WHERE \"c\" = '1; DROP TABLE orders'"
+
+
+@pytest.mark.parametrize("operator", ["IN", "NOT IN", "not in"])
+@pytest.mark.parametrize("value", ["", [], None], ids=["empty-text", "empty-list", "null"])
+def test_in_with_an_empty_value_drops_the_condition(operator: str, value: Any) -> None:
+    # Given IN or NOT IN with no value at all, beside a condition that stays
+    filter_sql = v2(group(cond("c", operator, value), cond("ok", "=", "2")))
+    # When it is translated
+    result = where_clause(filter_sql)
+    # Then that condition is dropped, like an empty value of any other operator (spec 2.5)
+    assert result == ' WHERE "ok" = 2'
+
+
+@pytest.mark.parametrize("operator", ["IN", "NOT IN"])
+@pytest.mark.parametrize("value", ["", [], None], ids=["empty-text", "empty-list", "null"])
+def test_in_with_an_empty_value_alone_gives_no_where(operator: str, value: Any) -> None:
+    # Given a preview (with and without custom SQL) whose only filter is an empty IN / NOT IN
+    filter_sql = v2(group(cond("status", operator, value)))
+    for sql in (None, "SELECT id FROM orders"):
+        preview = PreviewRequest(sql=sql, source_id=1, destination_id=2, table_name="orders", filter_sql=filter_sql)
+        # When the statement is built
+        statement = build_statement(preview, source_alias="pg_src_main")
+        # Then it has no WHERE at all: every row of the table is previewed
+        assert "WHERE" not in statement.upper()
+        selects = [node for node, _ in iter_nodes(parse(statement)) if node.get("type") == "SELECT_NODE"]
+        assert selects
+        assert all(node.get("where_clause") is None for node in selects)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [([""], "('')"), (["a", "", 1], "('a', '', 1)"), ("a,,b", "('a', '', 'b')"), (" ", "('')"), ([None], "('')")],
+    ids=["list-of-empty", "empty-item-in-list", "empty-item-in-text", "blank", "list-of-null"],
+)  # fmt: skip
+def test_in_keeps_empty_items_of_a_non_empty_value(value: Any, expected: str) -> None:
+    # Given IN with a value that is not empty but holds empty items
+    filter_sql = v2(group(cond("c", "IN", value)))
+    # When it is translated
+    result = where_clause(filter_sql)
+    # Then each item is kept as a literal (the comma split of spec 2.5): only a missing list drops the condition
+    assert result == f' WHERE "c" IN {expected}'
+    assert_one_condition(result)
 
 
 def test_quote_helpers_double_their_quotes() -> None:

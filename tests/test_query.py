@@ -18,9 +18,11 @@ import pytest
 from psycopg.conninfo import make_conninfo
 
 from rosetta_jobs.errors import PreviewError
-from rosetta_jobs.preview.query import TableRef, build_statement, parse_table_name
+from rosetta_jobs.preview import filters, parsing, query, sandbox
+from rosetta_jobs.preview.parsing import TableRef, parse, parse_table_name
+from rosetta_jobs.preview.query import build_statement
 from rosetta_jobs.preview.request import PreviewRequest
-from rosetta_jobs.preview.sandbox import check_statement, parse
+from rosetta_jobs.preview.sandbox import check_statement
 
 from .conftest import CORPUS
 
@@ -336,3 +338,39 @@ def test_row_limit_must_be_a_positive_integer(limit: object) -> None:
         build_statement(preview, source_alias=ALIAS)
     # Then it is refused instead of reaching SQL
     assert "row limit must be a positive integer" in str(info.value)
+
+
+def count_calls(monkeypatch: pytest.MonkeyPatch, name: str) -> list[str]:
+    """Wrap ``parsing.<name>`` wherever the preview's SQL modules hold it; the list collects its SQL arguments."""
+    calls: list[str] = []
+    real = getattr(parsing, name)
+
+    def counted(sql: str) -> Any:
+        calls.append(sql)
+        return real(sql)
+
+    for module in (parsing, sandbox, filters, query):
+        if getattr(module, name, None) is real:
+            monkeypatch.setattr(module, name, counted)
+    return calls
+
+
+def test_custom_sql_with_a_legacy_filter_is_parsed_once_per_stage(
+    session: duckdb.DuckDBPyConnection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a process that has built a preview before, and parsers that count their calls
+    user_sql = "SELECT status, count(*) AS n FROM orders GROUP BY status ORDER BY status"
+    preview = request(user_sql, filter_sql="amount > 10; status <> 'DELETE'")
+    build_statement(preview, source_alias=ALIAS)
+    duckdb_parses = count_calls(monkeypatch, "parse")
+    lexes = count_calls(monkeypatch, "split_statements")
+    # When a custom-SQL preview with a legacy filter is built
+    statement = build_statement(preview, source_alias=ALIAS)
+    # Then DuckDB parses three statements, each once: the filter's probe, the user's SQL, the final statement
+    assert len(duckdb_parses) == 3
+    assert duckdb_parses[1:] == [user_sql, statement]
+    assert "amount > 10" in duckdb_parses[0]
+    # And sqlparse lexes the user's SQL once (and each legacy part once, for the token checks)
+    assert lexes == ["amount > 10", "status <> 'DELETE'", user_sql]
+    # And the statement is the one that runs
+    assert run(session, statement) == [{"status": "A", "n": 1}, {"status": "B", "n": 1}]

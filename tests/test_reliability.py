@@ -21,6 +21,7 @@ import pytest
 import redis
 
 from rosetta_jobs.client import JobClient
+from rosetta_jobs.layout import Keys
 
 from .conftest import WorkerProcess, wait_until
 
@@ -92,7 +93,7 @@ def test_cancel_of_a_queued_job_means_it_never_starts(
     # Then it stayed REVOKED and was never started
     assert answer == {"task_id": task_id, "cancelled": True, "state": "REVOKED"}
     assert pclient.get_task_status(task_id)["status"] == "cancelled"
-    assert redis.Redis.from_url(private_redis.url(2)).get(f"rosetta-deliveries-{task_id}") is None
+    assert redis.Redis.from_url(private_redis.url(2)).get(Keys("dramatiq").deliveries(task_id)) is None
 
 
 def test_a_cancelled_job_never_starts_even_after_its_revoked_state_expired(
@@ -108,7 +109,7 @@ def test_a_cancelled_job_never_starts_even_after_its_revoked_state_expired(
     marker = short.send("worker.test.echo", ("after",))
     short.result(marker).get(timeout=20)
     # Then the job was still never started, and it reads REVOKED again
-    assert redis.Redis.from_url(private_redis.url(2)).get(f"rosetta-deliveries-{task_id}") is None
+    assert redis.Redis.from_url(private_redis.url(2)).get(Keys("dramatiq").deliveries(task_id)) is None
     assert short.get_task_status(task_id)["status"] == "cancelled"
     assert redis.Redis.from_url(private_redis.url(1)).llen("dramatiq:default") == 0
 

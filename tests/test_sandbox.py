@@ -10,8 +10,8 @@ import threading
 import pytest
 
 from rosetta_jobs.errors import PreviewError
-from rosetta_jobs.preview.query import TableRef
-from rosetta_jobs.preview.sandbox import allowed_functions, check_sql, check_statement, iter_nodes, parse
+from rosetta_jobs.preview.parsing import TableRef, iter_nodes, parse
+from rosetta_jobs.preview.sandbox import allowed_functions, check_sql, check_statement
 
 ALIAS = "pg_src_main"
 ORDERS = TableRef("public", "orders")

@@ -1,23 +1,136 @@
-"""DuckDB sessions: secrets never survive in an error text."""
+"""DuckDB sessions: secrets never survive in an error text; the session's time zone is the one asked for."""
 
 from __future__ import annotations
 
-import pytest
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
-from rosetta_jobs.preview.session import scrub
+import psycopg
+import pytest
+from psycopg.conninfo import conninfo_to_dict
+
+from rosetta_jobs.catalog import SourceConfig
+from rosetta_jobs.errors import ConfigError
+from rosetta_jobs.preview.serialize import serialize
+from rosetta_jobs.preview.session import Session, SessionPool, check_timezone, process_timezone
+
+# -- time zone ---------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def events_source(pg_database: str) -> SourceConfig:
+    """A source whose table ``events`` holds one timestamptz, 2024-01-01 20:00 UTC (03:00 the next day in Jakarta)."""
+    with psycopg.connect(pg_database, autocommit=True) as pg:
+        pg.execute("CREATE TABLE public.events (id integer, ts timestamptz)")
+        pg.execute("INSERT INTO public.events VALUES (1, '2024-01-01 20:00:00+00')")
+    parts = conninfo_to_dict(pg_database)
+    return SourceConfig(id=1, name="tz source", host=str(parts["host"]), port=int(parts["port"] or 5432),
+                        database=str(parts["dbname"]), user=str(parts["user"]), password="")  # fmt: skip
+
+
+@pytest.fixture
+def open_session(events_source: SourceConfig) -> Iterator[Any]:
+    """``open_session(**options)`` attaches ``events_source``; every session opened is closed afterwards."""
+    sessions: list[Session] = []
+
+    def open_one(**options: Any) -> Session:
+        sessions.append(Session(events_source, memory_limit=256 * 2**20, threads=1, **options))
+        return sessions[-1]
+
+    yield open_one
+    for session in sessions:
+        session.close()
+
+
+IN_UTC = {"day": "2024-01-01", "hour": 20, "trunc": "2024-01-01T00:00:00+00:00", "ts": "2024-01-01T20:00:00+00:00"}
+IN_JAKARTA = {"day": "2024-01-02", "hour": 3, "trunc": "2024-01-02T00:00:00+07:00", "ts": "2024-01-02T03:00:00+07:00"}
 
 
 @pytest.mark.parametrize(
-    ("text", "secrets", "expected"),
-    [
-        # DuckDB's connect error repeats the connection string, the password quoted and escaped
-        ('Unable to connect to Postgres at "host=h password=\'se\\\'cret\' user=u"', ("se'cret",),
-         'Unable to connect to Postgres at "host=h password=\'***\' user=u"'),
-        ("x password=abc y", (), "x password=*** y"),
-        ("postgresql://user:p%40ss@db:5432/x failed", (), "postgresql://user:***@db:5432/x failed"),
-        ("the secret S3cr3t! appears", ("S3cr3t!",), "the secret *** appears"),
-        ("Catalog Error: Table with name x does not exist!", ("",), "Catalog Error: Table with name x does not exist!"),
-    ],
+    ("options", "expected"),
+    [({}, IN_UTC), ({"timezone": "UTC"}, IN_UTC), ({"timezone": "Asia/Jakarta"}, IN_JAKARTA)],
+    ids=["default", "utc", "jakarta"],
+)
+def test_session_time_zone_drives_dates_and_keeps_offsets(
+    open_session: Any, events_source: SourceConfig, options: dict[str, str], expected: dict[str, Any]
+) -> None:
+    # Given a session on a real PostgreSQL table, in the zone asked for (UTC by default)
+    session = open_session(**options)
+    table = f'"{events_source.alias}".public.events'
+    # When custom SQL takes the date, hour and day of a timestamptz, and the result is serialised
+    arrow = session.run(
+        f"SELECT CAST(ts AS DATE) AS day, hour(ts) AS hour, date_trunc('day', ts) AS trunc, ts FROM {table}", timeout=30
+    )
+    result = serialize(arrow)
+    # Then they are the zone's local answers, and each timestamptz carries that zone's offset for the same instant
+    assert result["data"] == [expected]
+
+
+def test_session_time_zone_is_quoted_and_spelled_as_duckdb_does(open_session: Any) -> None:
+    # Given a zone written in lower case
+    # When a session is opened with it
+    session = open_session(timezone="asia/jakarta")
+    # Then DuckDB's own spelling is kept and set
+    assert session.timezone == "Asia/Jakarta"
+    assert session.con.execute("SELECT current_setting('TimeZone')").fetchone() == ("Asia/Jakarta",)
+
+
+@pytest.mark.parametrize("zone", ["Asia/Jakartaa", "+07:00", "", "UTC'; SET threads = 1; --", "Etc/UTC\x00"])
+def test_unknown_time_zone_is_a_config_error_naming_the_setting(zone: str) -> None:
+    # Given a zone DuckDB does not know (or text that is not a zone at all)
+    # When a session pool is configured with it
+    with pytest.raises(ConfigError) as info:
+        SessionPool(memory_limit=2**20, threads=1, slots=1, timezone=zone)
+    # Then the worker stops there with a message naming the setting and a valid example
+    message = str(info.value)
+    assert repr(zone) in message
+    assert "WORKER_TIMEZONE" in message and "TZ" in message and "Asia/Jakarta" in message
+
+
+def test_a_near_miss_time_zone_gets_suggestions() -> None:
+    # Given a misspelt zone
+    # When it is checked
+    with pytest.raises(ConfigError) as info:
+        check_timezone("Asia/Jakartaa")
+    # Then DuckDB's close names are offered
+    assert "Asia/Jakarta" in str(info.value).partition("close names:")[2]
+
+
+@pytest.mark.parametrize(
+    ("tz", "expected"),
+    [("Asia/Jakarta", "Asia/Jakarta"), (":Asia/Jakarta", "Asia/Jakarta"), ("", "UTC"),
+     (":/usr/share/zoneinfo/Europe/Paris", "Europe/Paris"), (":/nowhere/localtime", "UTC")],
 )  # fmt: skip
-def test_scrub_removes_every_form_of_the_password(text: str, secrets: tuple[str, ...], expected: str) -> None:
-    assert scrub(text, *secrets) == expected
+def test_process_timezone_reads_tz_first(monkeypatch: pytest.MonkeyPatch, tz: str, expected: str) -> None:
+    # Given TZ set as the C library reads it
+    monkeypatch.setenv("TZ", tz)
+    # When the process zone is asked for
+    zone = process_timezone()
+    # Then it is TZ's zone name
+    assert zone == expected
+
+
+@pytest.mark.parametrize(
+    ("target", "expected"),
+    [("/usr/share/zoneinfo/Asia/Jakarta", "Asia/Jakarta"), ("../usr/share/zoneinfo/Etc/UTC", "Etc/UTC"),
+     ("/usr/share/zoneinfo/posix/Europe/Paris", "Europe/Paris"), (None, "UTC")],
+    ids=["absolute", "relative", "posix", "plain-file"],
+)  # fmt: skip
+def test_process_timezone_without_tz_follows_localtime(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, target: str | None, expected: str
+) -> None:
+    # Given no TZ, and an /etc/localtime that links to a zoneinfo file (or is a plain copy of one)
+    monkeypatch.delenv("TZ", raising=False)
+    localtime = tmp_path / "etc" / "localtime"
+    localtime.parent.mkdir()
+    if target is None:
+        localtime.write_bytes(b"TZif")
+    else:
+        os.symlink(target, localtime)
+    # When the process zone is asked for
+    zone = process_timezone(localtime=localtime)
+    # Then it is the link's zone name relative to zoneinfo, or UTC when there is no name to read
+    assert zone == expected
+    assert process_timezone(localtime=tmp_path / "missing") == "UTC"

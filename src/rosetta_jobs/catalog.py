@@ -24,6 +24,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from .crypto import Cipher
 from .errors import ConfigError, PreviewError, TransientError
+from .redact import redact
 
 if TYPE_CHECKING:
     from .config import Settings
@@ -97,19 +98,6 @@ class DestinationConfig:
     type: str
 
 
-def _redact(url: str) -> str:
-    """``url`` with any password replaced by ``***`` (URL userinfo, ``password=`` keyword or parameter)."""
-    scheme, sep, rest = url.partition("://")
-    if sep and "@" in rest:
-        # The last '@' ends the userinfo even if an unencoded password has one: redact too much, not too little.
-        userinfo, _, hostpart = rest.rpartition("@")
-        user, colon, _ = userinfo.partition(":")
-        rest = f"{user}{':***' if colon else ''}@{hostpart}"
-    text = scheme + sep + rest
-    text = re.sub(r"(password\s*=\s*)'(?:[^'\\]|\\.)*'", r"\1***", text, flags=re.IGNORECASE)
-    return re.sub(r"(password\s*=\s*)(?!\*\*\*)[^\s&']*", r"\1***", text, flags=re.IGNORECASE)
-
-
 class Catalog:
     """Look up source and destination configs by id. Thread-safe; one per worker process.
 
@@ -151,7 +139,7 @@ class Catalog:
         )
 
     def __repr__(self) -> str:
-        return f"Catalog({_redact(self.database_url)!r})"
+        return f"Catalog({redact(self.database_url)!r})"
 
     def __enter__(self) -> Catalog:
         return self
@@ -272,18 +260,18 @@ class Catalog:
             raise self._unavailable() from None
         except (pg_errors.UndefinedTable, pg_errors.UndefinedColumn) as exc:
             raise ConfigError(
-                f"the config database {_redact(self.database_url)} has no Rosetta tables "
+                f"the config database {redact(self.database_url)} has no Rosetta tables "
                 f"({_scrub(exc)}): check that DATABASE_URL names the backend's config database"
             ) from None
         except psycopg.Error as exc:
             raise TransientError(
-                f"the config database {_redact(self.database_url)} failed: {_scrub(exc)}; "
+                f"the config database {redact(self.database_url)} failed: {_scrub(exc)}; "
                 "check that PostgreSQL is running and reachable from this worker"
             ) from None
 
     def _unavailable(self) -> TransientError:
         """Explain a pool timeout: the server cannot be reached, or every connection is busy."""
-        url = _redact(self.database_url)
+        url = redact(self.database_url)
         try:
             psycopg.connect(self.database_url, connect_timeout=5).close()
         except psycopg.Error as exc:
@@ -304,4 +292,4 @@ def _check_id(what: str, value: object) -> None:
 
 def _scrub(exc: BaseException) -> str:
     """A driver error as one line, with anything that looks like a password redacted."""
-    return _redact(" ".join(str(exc).split()))
+    return redact(" ".join(str(exc).split()))

@@ -56,17 +56,18 @@ def _check(args: argparse.Namespace) -> int:
 
     import redis
 
-    from .middleware.heartbeat import HEARTBEAT_TTL, read_workers
-    from .store import TaskStore, _redact
+    from .redact import redact
+    from .store import redis_client
+    from .workers import read_workers
 
     settings = get_settings()
     hostname = args.hostname or socket.gethostname()
-    max_age = args.max_age if args.max_age is not None else HEARTBEAT_TTL
-    store = TaskStore.from_url(settings.result_backend_url)
+    max_age = args.max_age if args.max_age is not None else settings.heartbeat_ttl
     try:
-        workers = read_workers(store.client, settings.broker_namespace)
+        workers = read_workers(redis_client(settings.result_backend_url), settings.broker_namespace)
     except redis.RedisError as exc:
-        print(f"unhealthy: cannot read heartbeats at {_redact(settings.result_backend_url)}: {exc}", file=sys.stderr)
+        where = redact(settings.result_backend_url)
+        print(f"unhealthy: cannot read heartbeats at {where}: {redact(str(exc))}", file=sys.stderr)
         return 1
     now = time.time()
     mine = [w for w in workers if w.hostname == hostname]
@@ -105,7 +106,7 @@ def _parser() -> argparse.ArgumentParser:
 
     check = commands.add_parser("check", help="exit 1 unless a worker on this host has a fresh heartbeat")
     check.add_argument("--min-processes", type=int, default=1, help="worker processes that must be alive")
-    check.add_argument("--max-age", type=float, default=None, help="seconds; default ROSETTA_HEARTBEAT_TTL")
+    check.add_argument("--max-age", type=float, default=None, help="seconds; default HEARTBEAT_TTL")
     check.add_argument("--hostname", default=None, help="default: this host's name, as the worker records it")
     check.set_defaults(run=_check)
     return parser

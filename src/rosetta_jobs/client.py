@@ -21,25 +21,14 @@ from dramatiq import Message
 from . import codec
 from .broker import RosettaBroker
 from .config import Settings, get_settings
+from .contracts import PREVIEW
 from .errors import BrokerUnavailable, TaskFailed, TaskTimeout
 from .limits import UserLimits
-from .states import (
-    FAILURE,
-    FINAL_STATES,
-    PENDING,
-    REVOKED,
-    SUCCESS,
-    build_meta,
-    exception_message,
-    revoked_exception,
-    status_dict,
-)
-from .store import TaskStore, _redact
+from .redact import redact
+from .states import FAILURE, FINAL_STATES, PENDING, SUCCESS, exception_message, status_dict
+from .store import TaskStore
 
-__all__ = ["PREVIEW_ACTOR", "PREVIEW_QUEUE", "AsyncResult", "JobClient"]
-
-PREVIEW_ACTOR = "worker.preview.execute"
-PREVIEW_QUEUE = "preview"
+__all__ = ["AsyncResult", "JobClient"]
 
 
 class JobClient:
@@ -56,7 +45,7 @@ class JobClient:
     ) -> None:
         self.broker_url = broker_url
         self.broker = RosettaBroker(url=broker_url, namespace=namespace, middleware=[], socket_connect_timeout=5)
-        self.store = TaskStore.from_url(result_backend_url, expires=result_expires)
+        self.store = TaskStore.from_url(result_backend_url, expires=result_expires, namespace=namespace)
         self.limits = UserLimits(
             store=self.store, broker_client=self.broker.client, namespace=namespace, max_active=max_active_per_user
         )
@@ -105,8 +94,9 @@ class JobClient:
         except redis.RedisError as exc:
             if user_id is not None:
                 self.limits.release(user_id, message.message_id)
+            where = redact(self.broker_url)
             raise BrokerUnavailable(
-                f"cannot reach the broker at {_redact(self.broker_url)}: {exc}. Start Redis or set BROKER_URL."
+                f"cannot reach the broker at {where}: {redact(str(exc))}. Start Redis or set BROKER_URL."
             ) from exc
         if user_id is not None:
             self.limits.locate(user_id, message.message_id, queue_name, enqueued.options["redis_message_id"])
@@ -124,10 +114,10 @@ class JobClient:
         time_limit: float | None = None,
         user_id: str | None = None,
     ) -> str:
-        """Enqueue a SQL preview with the Celery worker's positional arguments."""
+        """Enqueue a SQL preview with the Celery worker's positional arguments (``contracts.PREVIEW``)."""
         options = {"time_limit": int(time_limit * 1000)} if time_limit else None
-        args = (sql, source_id, destination_id, table_name, filter_sql, include_profiling)
-        return self.send(PREVIEW_ACTOR, args, queue_name=PREVIEW_QUEUE, options=options, user_id=user_id)
+        args = PREVIEW.bind((sql, source_id, destination_id, table_name, filter_sql, include_profiling))
+        return self.send(PREVIEW.name, args, queue_name=PREVIEW.queue, options=options, user_id=user_id)
 
     def cancel(self, task_id: str) -> dict[str, Any]:
         """Cancel a job: if queued it never starts; if running, its query is interrupted.
@@ -135,22 +125,7 @@ class JobClient:
         The state becomes REVOKED and stays so. An unknown or finished id is left as it is, and the
         answer says why: ``{"task_id", "cancelled": bool, "state", "reason"?}``.
         """
-        meta = self.store.get(task_id)
-        state = meta.get("status", PENDING) if meta else PENDING
-        if state in FINAL_STATES:
-            return {"task_id": task_id, "cancelled": False, "state": state, "reason": f"the task already ended {state}"}
-        if meta is None and not self.store.is_submitted(task_id):
-            return {
-                "task_id": task_id,
-                "cancelled": False,
-                "state": PENDING,
-                "reason": "no task with this id was submitted",
-            }
-        self.store.request_cancel(task_id)
-        if not self.store.write(build_meta(task_id, REVOKED, revoked_exception())):
-            final = (self.store.get(task_id) or {}).get("status", state)
-            return {"task_id": task_id, "cancelled": False, "state": final, "reason": f"the task already ended {final}"}
-        return {"task_id": task_id, "cancelled": True, "state": REVOKED}
+        return self.store.cancel(task_id)
 
     def result(self, task_id: str) -> AsyncResult:
         return AsyncResult(task_id, client=self)
@@ -169,13 +144,13 @@ class AsyncResult:
 
     def __init__(self, task_id: str, *, client: JobClient | None = None) -> None:
         self.id = self.task_id = task_id
-        self.client = client or JobClient.from_settings()
+        self.store = client.store if client is not None else _default_store()
         self._meta: dict[str, Any] | None = None
 
     def _load(self) -> dict[str, Any]:
         if self._meta is not None:  # only final meta is kept, as Celery does
             return self._meta
-        meta = self.client.store.get(self.task_id) or {"status": PENDING, "result": None}
+        meta = self.store.get(self.task_id) or {"status": PENDING, "result": None}
         if meta.get("status") in FINAL_STATES:
             self._meta = meta
         return meta
@@ -219,9 +194,9 @@ class AsyncResult:
 
     def _wait(self, timeout: float | None) -> dict[str, Any]:
         deadline = None if timeout is None else time.monotonic() + timeout
-        pubsub = self.client.store.client.pubsub(ignore_subscribe_messages=True)
+        pubsub = self.store.client.pubsub(ignore_subscribe_messages=True)
         try:
-            pubsub.subscribe(self.client.store.key(self.task_id))
+            pubsub.subscribe(self.store.key(self.task_id))
             meta = self._load()  # read after subscribing, so no write can fall in between
             while meta.get("status") not in FINAL_STATES:
                 remaining = None if deadline is None else deadline - time.monotonic()
@@ -252,3 +227,11 @@ def _exception(encoded: Any) -> BaseException:
         args = encoded.get("exc_message")
         return cls(*args) if isinstance(args, list) else cls(args)
     return TaskFailed(exc_type, message, module)
+
+
+def _default_store() -> TaskStore:
+    """The settings' result backend; its Redis client is shared per URL (``store.redis_client``)."""
+    settings = get_settings()
+    return TaskStore.from_url(
+        settings.result_backend_url, expires=settings.result_expires, namespace=settings.broker_namespace
+    )

@@ -141,6 +141,25 @@ class Settings(BaseSettings):
         validation_alias=_env("HEARTBEAT_TIMEOUT_MS"),
         description="A worker process silent this long is dead; its in-flight jobs are requeued.",
     )
+    heartbeat_interval: float = Field(
+        5.0,
+        gt=0,
+        validation_alias=_env("HEARTBEAT_INTERVAL", "ROSETTA_HEARTBEAT_INTERVAL"),
+        description="Seconds between two heartbeats of a worker process (its record for /health and the CLI).",
+    )
+    heartbeat_ttl: float = Field(
+        20.0,
+        gt=0,
+        validation_alias=_env("HEARTBEAT_TTL", "ROSETTA_HEARTBEAT_TTL"),
+        description="Seconds after its last heartbeat when a worker process, and its tasks' leases, count as dead.",
+    )
+    worker_timezone: str | None = Field(
+        None,
+        validation_alias=_env("WORKER_TIMEZONE"),
+        description="IANA time zone of the preview's DuckDB session (CAST(timestamptz AS DATE), hour(), "
+        "date_trunc); default the process's zone (TZ, else /etc/localtime). The Celery image ran with "
+        "TZ=Asia/Jakarta: set either to get its answers.",
+    )
     max_worker_losses: int = Field(
         2,
         ge=0,
@@ -155,6 +174,25 @@ class Settings(BaseSettings):
     api_key: str | None = Field(None, validation_alias=_env("API_KEY"))
     admin_api_key: str | None = Field(None, validation_alias=_env("ADMIN_API_KEY"))
     max_active_per_user: int = Field(10, ge=1, validation_alias=_env("MAX_ACTIVE_PER_USER"))
+
+    sse_keepalive: float = Field(
+        15.0,
+        gt=0,
+        validation_alias=_env("SSE_KEEPALIVE", "ROSETTA_SSE_KEEPALIVE"),
+        description="Seconds between keep-alive comments on a quiet task stream (proxies drop idle connections).",
+    )
+    sse_max_seconds: float = Field(
+        3600.0,
+        gt=0,
+        validation_alias=_env("SSE_MAX_SECONDS", "ROSETTA_SSE_MAX_SECONDS"),
+        description="Seconds after which the stream of a task that never finishes is closed; clients may reconnect.",
+    )
+    depth_sample_seconds: float = Field(
+        10.0,
+        gt=0,
+        validation_alias=_env("DEPTH_SAMPLE_SECONDS", "ROSETTA_DEPTH_SAMPLE_SECONDS"),
+        description="Seconds between two queue-depth samples of the dashboard's chart.",
+    )
 
     # Logging
     log_level: Literal["TRACE", "DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(

@@ -2,7 +2,7 @@
 
 - **Wake-ups instead of idle polling.** Dramatiq polls an empty queue with a backoff that grows to
   ``worker_timeout`` (1 s), so the first job after a quiet spell waits up to a second; Celery's
-  ``BRPOP`` answers at once. Every enqueue also pushes a token on ``<ns>.wake:<queue>``, and an idle
+  ``BRPOP`` answers at once. Every enqueue also pushes a token on ``Keys.wake(queue)``, and an idle
   consumer waits on it with ``BLPOP`` for as long as it would have slept: a new job is picked up in
   milliseconds, and an idle worker sends no more commands than before.
 - **Undecodable payloads are dead-lettered**, not raised: stock Dramatiq restarts the consumer and
@@ -23,16 +23,9 @@ from dramatiq.errors import ConnectionClosed, DecodeError
 from dramatiq.message import Message
 from loguru import logger
 
-__all__ = ["WAKE_TOKENS", "Consumer", "wake_key"]
+from .layout import DramatiqKeys, Keys
 
-#: Tokens kept per queue: enough to wake every idle consumer of a fleet, bounded so that a queue with
-#: no consumer does not grow a list.
-WAKE_TOKENS = 64
-
-
-def wake_key(namespace: str, queue_name: str) -> str:
-    """Outside ``<ns>:*`` on purpose: tools that list the broker's queues by prefix do not see it."""
-    return f"{namespace}.wake:{queue_name}"
+__all__ = ["Consumer"]
 
 
 class Consumer(_RedisConsumer):  # type: ignore[misc]
@@ -41,7 +34,7 @@ class Consumer(_RedisConsumer):  # type: ignore[misc]
     def __init__(self, broker: Any, queue_name: str, prefetch: int, timeout: int) -> None:
         super().__init__(broker, queue_name, prefetch, timeout)
         # Delayed queues are promoted by their own consumer's clock: nothing to wake them for.
-        self.wake = None if queue_name.endswith(".DQ") else wake_key(broker.namespace, queue_name)
+        self.wake = None if queue_name.endswith(".DQ") else Keys(broker.namespace).wake(queue_name)
 
     def __next__(self) -> Any:
         try:
@@ -88,9 +81,9 @@ class Consumer(_RedisConsumer):  # type: ignore[misc]
         message_id = _redis_message_id(data)
         if message_id is None:
             # Find the id by its payload among this process's in-flight ids: a small set.
-            acks = f"{broker.namespace}:__acks__.{broker.broker_id}.{self.queue_name}"
-            members = list(broker.client.smembers(acks))
-            payloads = broker.client.hmget(f"{broker.namespace}:{self.queue_name}.msgs", members) if members else []
+            keys = DramatiqKeys(broker.namespace)
+            members = list(broker.client.smembers(keys.acks(broker.broker_id, self.queue_name)))
+            payloads = broker.client.hmget(keys.messages(self.queue_name), members) if members else []
             message_id = next((m.decode() for m, p in zip(members, payloads, strict=True) if p == data), None)
         if message_id is None:
             logger.error("could not find the undecodable message's id on queue {}", self.queue_name)

@@ -22,8 +22,8 @@ __all__ = [
     "ECHO",
     "FLOW_EXECUTE",
     "FLOW_PREVIEW",
-    "LINKED_TASK",
     "LINEAGE",
+    "LINKED_TASK",
     "PREVIEW",
     "QUEUES",
     "REQUIRED",
@@ -112,7 +112,10 @@ PREVIEW = JobContract(
     description="SQL preview of one table of a Postgres source, in DuckDB.",
 )
 FLOW_EXECUTE = JobContract(
-    "worker.flow_task.execute", "default", _params("flow_task_id", "run_history_id", "graph_json"), time_limit_ms=900_000
+    "worker.flow_task.execute",
+    "default",
+    _params("flow_task_id", "run_history_id", "graph_json"),
+    time_limit_ms=900_000,
 )
 FLOW_PREVIEW = JobContract(
     "worker.flow_task.preview",
@@ -121,7 +124,11 @@ FLOW_PREVIEW = JobContract(
     time_limit_ms=120_000,
 )
 DESTINATION_TABLE_LIST = JobContract(
-    "worker.destination_table_list.fetch", "default", _params("destination_id"), time_limit_ms=120_000, retry="transient"
+    "worker.destination_table_list.fetch",
+    "default",
+    _params("destination_id"),
+    time_limit_ms=120_000,
+    retry="transient",
 )
 LINEAGE = JobContract(
     "worker.lineage.generate",

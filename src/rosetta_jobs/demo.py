@@ -23,6 +23,7 @@ from .client import JobClient
 from .config import get_settings
 from .crypto import Cipher
 from .errors import ConfigError
+from .states import FINAL_STATES
 
 __all__ = ["run_demo", "seed"]
 
@@ -110,7 +111,7 @@ def _watch(client: JobClient, task_id: str, timeout: float) -> list[str]:
     seen = [client.get_task_status(task_id)["state"]]
     deadline = time.monotonic() + timeout
     try:
-        while seen[-1] not in ("SUCCESS", "FAILURE", "REVOKED") and time.monotonic() < deadline:
+        while seen[-1] not in FINAL_STATES and time.monotonic() < deadline:
             event = pubsub.get_message(timeout=1.0)
             if event is not None:
                 state = json.loads(event["data"])["status"]

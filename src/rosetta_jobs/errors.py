@@ -72,7 +72,11 @@ class JobInterrupt(BaseException):
 
 
 class JobTimedOut(JobInterrupt):
-    """The job ran past its time limit."""
+    """The job ran past its time limit (``JobTimedOut(seconds)``)."""
+
+    def __str__(self) -> str:
+        limit = self.args[0] if self.args else None
+        return f"the job ran past its time limit of {limit:g} s" if isinstance(limit, int | float) else "time limit"
 
 
 class JobCancelled(JobInterrupt):

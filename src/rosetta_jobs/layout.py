@@ -29,10 +29,12 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DRAMATIQ_LAYOUT_VERSION",
+    "KOMBU_LAYOUT_VERSION",
     "META_PREFIX",
     "OPS_PREFIX",
     "DramatiqKeys",
     "Keys",
+    "KombuKeys",
     "lua_source",
     "script",
 ]
@@ -43,6 +45,8 @@ META_PREFIX = "celery-task-meta-"
 OPS_PREFIX = "rosetta-jobs"
 #: The Dramatiq release whose Redis layout ``DramatiqKeys`` spells (``brokers/redis/dispatch.lua``).
 DRAMATIQ_LAYOUT_VERSION = "2.2"
+#: The kombu release whose Redis transport ``KombuKeys`` spells (``kombu/transport/redis.py``).
+KOMBU_LAYOUT_VERSION = "5.7"
 
 
 class Keys:
@@ -112,6 +116,19 @@ class Keys:
         """Wake-up tokens for the idle consumers of a queue (outside Dramatiq's ``<ns>:*`` on purpose)."""
         return self._key("wake", queue_name)
 
+    # --- Celery ingress (broker) -------------------------------------------------------------------
+    def celery_inflight(self, owner: str, queue_name: str) -> str:
+        """The list of Celery messages one worker process took off a kombu list and has not handed on."""
+        return self._key("celery-inflight", owner, queue_name)
+
+    def celery_owners(self) -> str:
+        """Sorted set of ``[inflight list, kombu queue]`` (JSON) by their process's last heartbeat (ms)."""
+        return self._key("celery-owners")
+
+    def celery_moved(self, task_id: str) -> str:
+        """Set when a Celery task id was enqueued for Dramatiq: a second copy of it is not enqueued again."""
+        return self._key("celery-moved", task_id)
+
 
 class DramatiqKeys:
     """Dramatiq's own broker keys (layout of ``DRAMATIQ_LAYOUT_VERSION``), for reading and repair only."""
@@ -142,7 +159,11 @@ class DramatiqKeys:
 
     def acks(self, broker_id: str, queue_name: str) -> str:
         """What one broker (worker process) fetched from a queue and has not acknowledged."""
-        return f"{self.namespace}:__acks__.{broker_id}.{queue_name}"
+        return f"{self.acks_prefix()}{broker_id}.{queue_name}"
+
+    def acks_prefix(self) -> str:
+        """``acks(broker_id, queue) == acks_prefix() + broker_id + "." + queue``."""
+        return f"{self.namespace}:__acks__."
 
     def heartbeats(self) -> str:
         """Dramatiq's own heartbeats: broker id -> last call (ms); producers write them too."""
@@ -150,6 +171,57 @@ class DramatiqKeys:
 
     #: Suffixes of the per-queue keys, longest first (to find a queue's name from a key).
     SUFFIXES = (".DQ.msgs", ".XQ.msgs", ".msgs", ".DQ", ".XQ")
+
+
+class KombuKeys:
+    """Kombu's Redis transport (``KOMBU_LAYOUT_VERSION``): what a Celery producer writes and reads.
+
+    A queue is a list the producer LPUSHes and a consumer BRPOPs (FIFO); priorities 3, 6 and 9 have
+    lists of their own, consumed after the bare one (priority 0). Fanout exchanges (the pidbox) are
+    pub/sub channels prefixed with the database number, because Redis channels span databases.
+    """
+
+    #: kombu's ``Channel.sep`` and ``priority_steps``.
+    SEP = "\x06\x16"
+    PRIORITY_STEPS = (0, 3, 6, 9)
+
+    def __init__(self, db: int = 0) -> None:
+        self.db = db
+
+    def queue(self, name: str, priority: int = 0) -> str:
+        """The list of one priority step of a queue (kombu's ``_q_for_pri``)."""
+        step = max(s for s in self.PRIORITY_STEPS if s <= max(priority, 0))
+        return f"{name}{self.SEP}{step}" if step else name
+
+    def queues(self, name: str) -> list[str]:
+        """Every list of a queue, in the order a kombu consumer takes from them."""
+        return [self.queue(name, step) for step in self.PRIORITY_STEPS]
+
+    def binding(self, exchange: str) -> str:
+        """The set of ``routing_key SEP pattern SEP queue`` bound to an exchange."""
+        return f"_kombu.binding.{exchange}"
+
+    def binding_member(self, routing_key: str, queue: str) -> str:
+        return self.SEP.join([routing_key, "", queue])
+
+    def parse_binding(self, member: bytes | str) -> tuple[str, str, str]:
+        """``(routing_key, pattern, queue)`` of a binding member."""
+        text = member.decode() if isinstance(member, bytes) else member
+        routing_key, pattern, queue = (text.split(self.SEP) + ["", "", ""])[:3]
+        return routing_key, pattern, queue
+
+    def fanout(self, exchange: str) -> str:
+        """The pub/sub channel of a fanout exchange (``keyprefix_fanout`` + exchange)."""
+        return f"/{self.db}.{exchange}"
+
+    def pidbox(self, app: str = "celery") -> str:
+        """Where ``control.revoke``, ``inspect ping``, ... are broadcast: ``/<db>.celery.pidbox``."""
+        return self.fanout(f"{app}.pidbox")
+
+    @staticmethod
+    def reply_exchange(app: str = "celery") -> str:
+        """The direct exchange that carries replies to ``inspect`` calls."""
+        return f"reply.{app}.pidbox"
 
 
 def _header() -> str:

@@ -1,12 +1,12 @@
 """Per-user active-job limits: a user with ``MAX_ACTIVE_PER_USER`` active jobs cannot submit another.
 
 Nothing is counted up and down, so nothing can leak: each user has a sorted set of the
-task ids they submitted (``ops_key(ns, "user", <user>)``), and every submit decides, in
+task ids they submitted (``Keys.user``), and every submit decides, in
 one Lua script next to the task state, which of them are still active:
 
 - a final state (SUCCESS, FAILURE, REVOKED): done, forgotten;
 - STARTED or PROGRESS: active only while a live worker holds the task's lease
-  (``middleware.heartbeat``); a SIGKILLed worker's lease expires with its heartbeat;
+  (``Keys.lease``, renewed by the worker's heartbeat); a SIGKILLed worker's lease expires with it;
 - RETRY: active (it waits in the delay queue for its next attempt);
 - no state at all: queued if its message is still in the broker (checked just before the
   script, by the message's Redis id) or was submitted less than ``grace`` ago; otherwise
@@ -25,9 +25,8 @@ from typing import cast
 import redis
 
 from .errors import UserLimitExceeded
-from .middleware.heartbeat import lease_key
-from .queues import ops_key
-from .store import KEY_PREFIX, TaskStore
+from .layout import META_PREFIX, DramatiqKeys, Keys, script
+from .store import TaskStore
 
 __all__ = ["RESERVATION_GRACE", "UserLimits"]
 
@@ -36,47 +35,6 @@ RESERVATION_GRACE = 60.0
 #: Seconds a user's bookkeeping is kept after their last submit.
 _KEEP = 7 * 86400
 _MAX_USER_ID = 200
-
-# KEYS: the user's set, its location hash. ARGV: task id, limit, now ms, grace ms, keep ms,
-# meta prefix, lease prefix, then the ids of the members whose message is still in the broker.
-_RESERVE = """
-local present = {}
-for i = 8, #ARGV do present[ARGV[i]] = true end
-local now = tonumber(ARGV[3])
-local active = 0
-local members = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
-for i = 1, #members, 2 do
-  local id, score = members[i], tonumber(members[i + 1])
-  local raw = redis.call('GET', ARGV[6] .. id)
-  local status = nil
-  if raw then
-    local ok, doc = pcall(cjson.decode, raw)
-    if ok and type(doc) == 'table' then status = doc['status'] end
-  end
-  local forget = false
-  if status == 'SUCCESS' or status == 'FAILURE' or status == 'REVOKED' then
-    forget = true
-  elseif status == 'STARTED' or status == 'PROGRESS' then
-    if redis.call('EXISTS', ARGV[7] .. id) == 1 then active = active + 1 end
-  elseif status ~= nil then
-    active = active + 1
-  elseif present[id] or now - score < tonumber(ARGV[4]) then
-    active = active + 1
-  else
-    forget = true
-  end
-  if forget then
-    redis.call('ZREM', KEYS[1], id)
-    redis.call('HDEL', KEYS[2], id)
-  end
-end
-if ARGV[1] == '' then return {1, active} end
-if active >= tonumber(ARGV[2]) then return {0, active} end
-redis.call('ZADD', KEYS[1], now, ARGV[1])
-redis.call('PEXPIRE', KEYS[1], ARGV[5])
-redis.call('PEXPIRE', KEYS[2], ARGV[5])
-return {1, active + 1}
-"""
 
 
 class UserLimits:
@@ -97,11 +55,13 @@ class UserLimits:
         self.namespace = namespace
         self.max_active = max_active
         self.grace = grace
-        self._reserve = self.client.register_script(_RESERVE)
+        self.keys = Keys(namespace)
+        self.queues = DramatiqKeys(namespace)
+        self._reserve = script(self.client, "user_reserve")
 
     def _keys(self, user_id: str) -> list[str]:
-        # Two prefixes, not "<set>:where": a user id may itself end in ":where".
-        return [ops_key(self.namespace, "user", user_id), ops_key(self.namespace, "user-where", user_id)]
+        # Two kinds, not "<set>:where": a user id may itself end in ":where".
+        return [self.keys.user(user_id), self.keys.user_where(user_id)]
 
     @staticmethod
     def check_user_id(user_id: str) -> str:
@@ -118,8 +78,8 @@ class UserLimits:
         pipe = self.broker_client.pipeline(transaction=False)
         for task_id, place in where.items():
             queue, _, redis_id = place.decode().partition(" ")
-            pipe.hexists(f"{self.namespace}:{queue}.msgs", redis_id)
-            pipe.hexists(f"{self.namespace}:{queue}.DQ.msgs", redis_id)
+            pipe.hexists(self.queues.messages(queue), redis_id)
+            pipe.hexists(self.queues.delayed_messages(queue), redis_id)
             located.append(task_id.decode())
         found = pipe.execute()
         return [task_id for i, task_id in enumerate(located) if found[2 * i] or found[2 * i + 1]]
@@ -136,8 +96,8 @@ class UserLimits:
                     int(time.time() * 1000),
                     int(self.grace * 1000),
                     _KEEP * 1000,
-                    KEY_PREFIX,
-                    lease_key(self.namespace, ""),
+                    META_PREFIX,
+                    self.keys.lease(""),
                     *present,
                 ],
             )

@@ -1,12 +1,8 @@
 """What is waiting in the broker: queue depths and dead letters, read from Dramatiq's Redis keys.
 
-Shared by ``/health``, ``/metrics`` and ``/admin``. The key layout is Dramatiq's
-(``dramatiq-celery.md`` A14): ``<ns>:<q>`` (ready ids), ``<ns>:<q>.msgs`` (payloads of
-ready *and* fetched-but-unacked messages), ``<ns>:<q>.DQ.msgs`` (delayed), and
-``<ns>:<q>.XQ`` / ``<ns>:<q>.XQ.msgs`` (dead letters, scored by nack time).
-
-The service's own keys (worker heartbeats, metrics, per-user limits) live on the result
-backend under ``ops_key(namespace, ...)``, next to the task state they describe.
+Shared by ``/health``, ``/metrics`` and ``/admin``. The key layout is Dramatiq's, spelled once by
+``layout.DramatiqKeys``: ready ids, payloads of ready *and* fetched-but-unacked messages, delayed
+messages, and dead letters scored by nack time.
 """
 
 from __future__ import annotations
@@ -19,30 +15,13 @@ from typing import Any, cast
 
 import redis
 
+from .layout import DramatiqKeys, script
 from .states import exception_message
 from .store import TaskStore
 
-__all__ = ["OPS_PREFIX", "DeadLetter", "QueueDepth", "QueueInspector", "is_queue_name", "ops_key"]
-
-#: Prefix of every key rosetta-jobs itself keeps in Redis (besides Celery's task meta).
-OPS_PREFIX = "rosetta-jobs"
+__all__ = ["DeadLetter", "QueueDepth", "QueueInspector", "is_queue_name"]
 
 _QUEUE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,199}$")
-_SUFFIXES = (".DQ.msgs", ".XQ.msgs", ".msgs", ".DQ", ".XQ")
-
-# Move one dead letter back to its queue, only if it is still dead-lettered (no double requeue).
-_REQUEUE = """
-if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return 0 end
-redis.call('HDEL', KEYS[2], ARGV[1])
-redis.call('HSET', KEYS[3], ARGV[1], ARGV[2])
-redis.call('RPUSH', KEYS[4], ARGV[1])
-return 1
-"""
-
-
-def ops_key(namespace: str, *parts: str) -> str:
-    """``rosetta-jobs:<namespace>:<part>:...``: one deployment's keys never mix with another's."""
-    return ":".join((OPS_PREFIX, namespace, *parts))
 
 
 def is_queue_name(name: str) -> bool:
@@ -92,21 +71,19 @@ class QueueInspector:
         self.client = client
         self.namespace = namespace
         self.store = store
-        self._requeue = client.register_script(_REQUEUE)
-
-    def _key(self, name: str) -> str:
-        return f"{self.namespace}:{name}"
+        self.keys = DramatiqKeys(namespace)
+        self._requeue = script(client, "requeue_dead_letter")
 
     def queue_names(self, known: tuple[str, ...] | list[str] = ()) -> list[str]:
         """Every queue with a key in the broker, plus ``known`` ones (those workers listen to)."""
         names = {name for name in known if is_queue_name(name)}
-        prefix = f"{self.namespace}:"
+        prefix = self.keys.queue("")
         for raw in self.client.scan_iter(match=f"{prefix}*", count=500):
             key = raw.decode() if isinstance(raw, bytes) else str(raw)
             name = key[len(prefix) :]
             if name.startswith("__"):  # __acks__, __heartbeats__
                 continue
-            for suffix in _SUFFIXES:
+            for suffix in DramatiqKeys.SUFFIXES:
                 if name.endswith(suffix):
                     name = name[: -len(suffix)]
                     break
@@ -118,10 +95,10 @@ class QueueInspector:
         """Depths of ``names`` from one pipeline. ``in_progress`` counts fetched but unacked messages."""
         pipe = self.client.pipeline(transaction=False)
         for name in names:
-            pipe.llen(self._key(name))
-            pipe.hlen(self._key(f"{name}.msgs"))
-            pipe.hlen(self._key(f"{name}.DQ.msgs"))
-            pipe.zcard(self._key(f"{name}.XQ"))
+            pipe.llen(self.keys.queue(name))
+            pipe.hlen(self.keys.messages(name))
+            pipe.hlen(self.keys.delayed_messages(name))
+            pipe.zcard(self.keys.dead(name))
         values = pipe.execute()
         result = []
         for index, name in enumerate(names):
@@ -135,12 +112,12 @@ class QueueInspector:
             return []
         scored = cast(
             "list[tuple[bytes, float]]",
-            self.client.zrevrange(self._key(f"{queue}.XQ"), 0, max(limit, 1) - 1, withscores=True),
+            self.client.zrevrange(self.keys.dead(queue), 0, max(limit, 1) - 1, withscores=True),
         )
         if not scored:
             return []
         ids = [member.decode() for member, _ in scored]
-        payloads = cast("list[bytes | None]", self.client.hmget(self._key(f"{queue}.XQ.msgs"), ids))
+        payloads = cast("list[bytes | None]", self.client.hmget(self.keys.dead_messages(queue), ids))
         letters = []
         for (redis_id, (_, score)), payload in zip(zip(ids, scored, strict=True), payloads, strict=True):
             if payload is not None:
@@ -150,8 +127,8 @@ class QueueInspector:
     def dead_letter(self, queue: str, redis_id: str) -> DeadLetter | None:
         if not is_queue_name(queue):
             return None
-        score = cast("float | None", self.client.zscore(self._key(f"{queue}.XQ"), redis_id))
-        payload = cast("bytes | None", self.client.hget(self._key(f"{queue}.XQ.msgs"), redis_id))
+        score = cast("float | None", self.client.zscore(self.keys.dead(queue), redis_id))
+        payload = cast("bytes | None", self.client.hget(self.keys.dead_messages(queue), redis_id))
         if score is None or payload is None:
             return None
         return self._letter(queue, redis_id, float(score) / 1000, payload)
@@ -193,7 +170,7 @@ class QueueInspector:
         """
         if not is_queue_name(queue):
             return False
-        payload = cast("bytes | None", self.client.hget(self._key(f"{queue}.XQ.msgs"), redis_id))
+        payload = cast("bytes | None", self.client.hget(self.keys.dead_messages(queue), redis_id))
         if payload is None:
             return False
         try:
@@ -210,10 +187,10 @@ class QueueInspector:
         if doc.get("message_id"):
             self.store.delete(str(doc["message_id"]))
         keys = [
-            self._key(f"{queue}.XQ"),
-            self._key(f"{queue}.XQ.msgs"),
-            self._key(f"{queue}.msgs"),
-            self._key(queue),
+            self.keys.dead(queue),
+            self.keys.dead_messages(queue),
+            self.keys.messages(queue),
+            self.keys.queue(queue),
         ]
         encoded = json.dumps(doc, separators=(",", ":"))
         return bool(self._requeue(keys=keys, args=[redis_id, encoded]))
@@ -222,7 +199,7 @@ class QueueInspector:
         """Requeue every dead letter of ``queue``, oldest first; returns how many moved."""
         if not is_queue_name(queue):
             return 0
-        members = cast("list[bytes]", self.client.zrange(self._key(f"{queue}.XQ"), 0, -1))
+        members = cast("list[bytes]", self.client.zrange(self.keys.dead(queue), 0, -1))
         ids = [member.decode() for member in members]
         return sum(self.requeue(queue, redis_id) for redis_id in ids)
 
@@ -231,7 +208,7 @@ class QueueInspector:
         if not is_queue_name(queue):
             return False
         pipe = self.client.pipeline(transaction=True)
-        pipe.zrem(self._key(f"{queue}.XQ"), redis_id)
-        pipe.hdel(self._key(f"{queue}.XQ.msgs"), redis_id)
+        pipe.zrem(self.keys.dead(queue), redis_id)
+        pipe.hdel(self.keys.dead_messages(queue), redis_id)
         removed, _ = pipe.execute()
         return bool(removed)

@@ -13,6 +13,8 @@ import traceback as tb
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from .errors import JobTimedOut
+
 __all__ = [
     "EXCEPTION_STATES",
     "FAILURE",
@@ -53,7 +55,13 @@ def _jsonable(value: Any) -> Any:
 
 
 def encode_exception(exc: BaseException) -> dict[str, Any]:
-    """Encode an exception as Celery's ``prepare_exception`` does for JSON."""
+    """Encode an exception as Celery's ``prepare_exception`` does for JSON.
+
+    A job stopped at its time limit is encoded as Celery's own ``TimeLimitExceeded``, which an
+    unchanged ``AsyncResult`` rebuilds from ``celery.exceptions``.
+    """
+    if isinstance(exc, JobTimedOut):
+        return {"exc_type": "TimeLimitExceeded", "exc_message": [str(exc)], "exc_module": "celery.exceptions"}
     return {
         "exc_type": type(exc).__qualname__,
         "exc_message": [_jsonable(arg) for arg in exc.args],

@@ -7,6 +7,7 @@ worker and a cancel arrive in.
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any, cast
 
@@ -15,86 +16,43 @@ from loguru import logger
 
 from . import codec
 from .errors import BrokerUnavailable
-from .states import FINAL_STATES
+from .layout import Keys, script
+from .redact import redact
+from .states import FINAL_STATES, PENDING, REVOKED, build_meta, revoked_exception
 
-__all__ = ["KEY_PREFIX", "TaskStore"]
+__all__ = ["SUBMITTED_TTL", "TaskStore", "redis_client"]
 
-#: Celery's key prefix; the channel of the same name carries every write.
-KEY_PREFIX = "celery-task-meta-"
-#: rosetta-jobs' own per-task keys, next to the meta in the result backend.
-CANCEL_PREFIX = "rosetta-cancel-"
-SUBMITTED_PREFIX = "rosetta-submitted-"
-DELIVERIES_PREFIX = "rosetta-deliveries-"
-STOPPED_PREFIX = "rosetta-stopped-"
 #: How long a submitted task is known to ``cancel`` while it waits in a queue (Dramatiq's DLQ TTL).
 SUBMITTED_TTL = 7 * 24 * 3600
 
-#: Sets ``final`` to the stored status of KEYS[1] when that status is final, else leaves it nil.
-_FINAL = """
-local final = nil
-local current = redis.call('GET', KEYS[1])
-if current then
-  local ok, doc = pcall(cjson.decode, current)
-  if ok and type(doc) == 'table' then
-    local s = doc['status']
-    if s == 'SUCCESS' or s == 'FAILURE' or s == 'REVOKED' then final = s end
-  end
-end
-"""
 
-_START = (
-    _FINAL
-    + """
-if final then return final end
-if redis.call('EXISTS', KEYS[3]) == 1 then return 'REVOKED' end
-local starts = redis.call('INCR', KEYS[2])
-redis.call('EXPIRE', KEYS[2], ARGV[3])
-redis.call('SETEX', KEYS[1], ARGV[2], ARGV[1])
-redis.call('PUBLISH', KEYS[1], ARGV[1])
-return starts
-"""
-)
-
-_WRITE = (
-    _FINAL
-    + """
-if final then return 0 end
-redis.call('SETEX', KEYS[1], ARGV[2], ARGV[1])
-redis.call('PUBLISH', KEYS[1], ARGV[1])
-return 1
-"""
-)
-
-
-def _redact(url: str) -> str:
-    scheme, sep, rest = url.partition("://")
-    if "@" in rest:
-        rest = "***@" + rest.split("@", 1)[1]
-    return scheme + sep + rest
+@functools.lru_cache(maxsize=32)
+def redis_client(url: str) -> redis.Redis:
+    """One client (and connection pool) per URL per process: clients are thread-safe and fork-aware."""
+    return redis.Redis.from_url(url, socket_connect_timeout=5, socket_keepalive=True)
 
 
 class TaskStore:
     """Read and write task meta. Thread-safe; one per process is enough."""
 
-    def __init__(self, client: redis.Redis, *, expires: int = 600, url: str = "") -> None:
+    def __init__(self, client: redis.Redis, *, expires: int = 600, url: str = "", namespace: str = "dramatiq") -> None:
         self.client = client
         self.expires = expires
         self.url = url
-        self._write = client.register_script(_WRITE)
-        self._start = client.register_script(_START)
+        self.keys = Keys(namespace)
+        self._write = script(client, "task_write")
+        self._start = script(client, "task_start")
 
     @classmethod
-    def from_url(cls, url: str, *, expires: int = 600) -> TaskStore:
-        client = redis.Redis.from_url(url, socket_connect_timeout=5, socket_keepalive=True)
-        return cls(client, expires=expires, url=url)
+    def from_url(cls, url: str, *, expires: int = 600, namespace: str = "dramatiq") -> TaskStore:
+        return cls(redis_client(url), expires=expires, url=url, namespace=namespace)
 
-    @staticmethod
-    def key(task_id: str) -> str:
-        return KEY_PREFIX + task_id
+    key = staticmethod(Keys.meta)
 
     def unavailable(self, exc: Exception) -> BrokerUnavailable:
         return BrokerUnavailable(
-            f"cannot reach the result backend at {_redact(self.url)}: {exc}. Start Redis or set RESULT_BACKEND_URL."
+            f"cannot reach the result backend at {redact(self.url)}: {redact(str(exc))}. "
+            "Start Redis or set RESULT_BACKEND_URL."
         )
 
     def get(self, task_id: str) -> dict[str, Any] | None:
@@ -131,14 +89,14 @@ class TaskStore:
 
     def delete(self, task_id: str) -> None:
         """Forget a task's state, so that a requeued job can run again."""
-        self.client.delete(self.key(task_id), DELIVERIES_PREFIX + task_id, CANCEL_PREFIX + task_id)
+        self.client.delete(self.key(task_id), self.keys.deliveries(task_id), self.keys.cancel(task_id))
 
     def mark_submitted(self, task_id: str, queue_name: str) -> None:
         """Remember that ``task_id`` was enqueued, so ``cancel`` can tell queued from unknown."""
-        self.client.set(SUBMITTED_PREFIX + task_id, queue_name, ex=SUBMITTED_TTL)
+        self.client.set(self.keys.submitted(task_id), queue_name, ex=SUBMITTED_TTL)
 
     def is_submitted(self, task_id: str) -> bool:
-        return bool(self.client.exists(SUBMITTED_PREFIX + task_id))
+        return bool(self.client.exists(self.keys.submitted(task_id)))
 
     def request_cancel(self, task_id: str) -> None:
         """Flag ``task_id`` as cancelled for as long as its message may wait in a queue.
@@ -146,11 +104,11 @@ class TaskStore:
         The REVOKED state expires after ``RESULT_EXPIRES``; the flag outlives it, so a job cancelled
         while queued never starts, however long the queue waited.
         """
-        self.client.set(CANCEL_PREFIX + task_id, b"1", ex=SUBMITTED_TTL)
+        self.client.set(self.keys.cancel(task_id), b"1", ex=SUBMITTED_TTL)
 
     def cancel_requested(self, task_ids: list[str]) -> list[str]:
         """The ids among ``task_ids`` that a client asked to cancel."""
-        flags = cast("list[bytes | None]", self.client.mget([CANCEL_PREFIX + t for t in task_ids]))
+        flags = cast("list[bytes | None]", self.client.mget([self.keys.cancel(t) for t in task_ids]))
         return [task_id for task_id, flag in zip(task_ids, flags, strict=True) if flag]
 
     def start(self, started: dict[str, Any]) -> str | int:
@@ -159,15 +117,40 @@ class TaskStore:
         Returns the final state found (the job must not run), or the number of starts so far.
         """
         task_id = started["task_id"]
-        keys = [self.key(task_id), DELIVERIES_PREFIX + task_id, CANCEL_PREFIX + task_id]
+        keys = [self.key(task_id), self.keys.deliveries(task_id), self.keys.cancel(task_id)]
         answer = self._start(keys=keys, args=[codec.dumps(started), self.expires, SUBMITTED_TTL])
         return answer.decode() if isinstance(answer, bytes) else int(answer)
 
     def mark_stopped(self, task_id: str) -> None:
         """Record when a cancelled job really stopped running (epoch milliseconds)."""
-        self.client.set(STOPPED_PREFIX + task_id, int(time.time() * 1000), ex=self.expires)
+        self.client.set(self.keys.stopped(task_id), int(time.time() * 1000), ex=self.expires)
 
     def stopped_at(self, task_id: str) -> float | None:
         """Epoch seconds at which a cancelled job stopped, if it was running when cancelled."""
-        raw = cast("bytes | None", self.client.get(STOPPED_PREFIX + task_id))
+        raw = cast("bytes | None", self.client.get(self.keys.stopped(task_id)))
         return int(raw) / 1000 if raw else None
+
+    def deliveries(self, task_id: str) -> int:
+        """How many times the job started (0 if it never did, or the count expired)."""
+        raw = cast("bytes | None", self.client.get(self.keys.deliveries(task_id)))
+        return int(raw) if raw else 0
+
+    def cancel(self, task_id: str, *, known: bool | None = None) -> dict[str, Any]:
+        """Cancel a job: if queued it never starts; if running, it is stopped. REVOKED stays.
+
+        ``known`` says whether the caller knows the task was sent (``None``: ask the submitted record).
+        An unknown or finished id is left as it is, and the answer says why:
+        ``{"task_id", "cancelled": bool, "state", "reason"?}``.
+        """
+        meta = self.get(task_id)
+        state = meta.get("status", PENDING) if meta else PENDING
+        if state in FINAL_STATES:
+            return {"task_id": task_id, "cancelled": False, "state": state, "reason": f"the task already ended {state}"}
+        if meta is None and not (self.is_submitted(task_id) if known is None else known):
+            return {"task_id": task_id, "cancelled": False, "state": PENDING,
+                    "reason": "no task with this id was submitted"}  # fmt: skip
+        self.request_cancel(task_id)
+        if not self.write(build_meta(task_id, REVOKED, revoked_exception())):
+            final = (self.get(task_id) or {}).get("status", state)
+            return {"task_id": task_id, "cancelled": False, "state": final, "reason": f"the task already ended {final}"}
+        return {"task_id": task_id, "cancelled": True, "state": REVOKED}

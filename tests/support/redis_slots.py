@@ -9,6 +9,8 @@ one. A run that dies lets its lease expire after ``LEASE_SECONDS``.
 from __future__ import annotations
 
 import atexit
+import contextlib
+import itertools
 import os
 import threading
 import time
@@ -32,11 +34,8 @@ def claim(host: str, port: int, *, count: int = 1, wait: float = 1800.0) -> list
     deadline = time.monotonic() + wait
     announced = False
     while len(claimed) < count:
-        for slot in SLOTS:
-            if slot not in claimed and client.set(_key(slot), owner, nx=True, ex=LEASE_SECONDS):
-                claimed.append(slot)
-                if len(claimed) == count:
-                    break
+        free = (s for s in SLOTS if s not in claimed and client.set(_key(s), owner, nx=True, ex=LEASE_SECONDS))
+        claimed.extend(itertools.islice(free, count - len(claimed)))
         if len(claimed) < count:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"no free Redis test slot on {host}:{port} after {wait:g} s")
@@ -49,19 +48,15 @@ def claim(host: str, port: int, *, count: int = 1, wait: float = 1800.0) -> list
     def renew() -> None:
         while not stop.wait(LEASE_SECONDS / 4):
             for slot in claimed:
-                try:
+                with contextlib.suppress(redis.RedisError):
                     client.set(_key(slot), owner, ex=LEASE_SECONDS)
-                except redis.RedisError:
-                    pass
 
     def release() -> None:
         stop.set()
         for slot in claimed:
-            try:
+            with contextlib.suppress(redis.RedisError):
                 if client.get(_key(slot)) == owner.encode():
                     client.delete(_key(slot))
-            except redis.RedisError:
-                pass
 
     threading.Thread(target=renew, name="redis-slot-lease", daemon=True).start()
     atexit.register(release)

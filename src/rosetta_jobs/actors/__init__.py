@@ -1,14 +1,14 @@
-"""What ``dramatiq rosetta_jobs.actors`` imports: the broker first, then one module per job family.
+"""What ``dramatiq rosetta_jobs.actors`` imports: the broker first, then one module per job.
 
-A new job is one more module here and one more import below.
+A new job is one contract in ``rosetta_jobs.contracts``, one module here and one import below.
 """
 
 from __future__ import annotations
 
 import dramatiq
 
-from ..broker import build_broker
 from ..logs import configure_logging
+from ..stack import build_broker
 
 configure_logging()
 broker = build_broker()

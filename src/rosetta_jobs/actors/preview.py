@@ -1,6 +1,7 @@
 """``worker.preview.execute``: the Celery worker's SQL preview, as a Dramatiq actor.
 
-Thin glue: decode the positional arguments, report progress, run the pipeline, return its dict.
+Thin glue: report progress, run the pipeline under the job's control, return its dict. A preview
+that reaches its time limit is still an answer (SUCCESS with ``error``), as the contract says.
 """
 
 from __future__ import annotations
@@ -8,13 +9,11 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING, Any
 
-import dramatiq
-from dramatiq.middleware import CurrentMessage
-
+from ..actor import job_actor
 from ..config import get_settings
-from ..middleware import report_progress
-from ..preview import PreviewRequest
-from ..retrying import retry_options
+from ..contracts import PREVIEW
+from ..job import Job, current_job
+from ..preview import PreviewRequest, error_result
 
 if TYPE_CHECKING:
     from ..preview.pipeline import PreviewRunner
@@ -36,7 +35,11 @@ def runner() -> PreviewRunner:
         return _runner
 
 
-@dramatiq.actor(actor_name="worker.preview.execute", queue_name="preview", **retry_options())
+def _timed_out(job: Job) -> dict[str, Any]:
+    return error_result(f"Preview timed out after {job.time_limit or 0:g} s")
+
+
+@job_actor(PREVIEW, timed_out=_timed_out)
 def execute(
     sql: str | None,
     source_id: int,
@@ -46,8 +49,9 @@ def execute(
     include_profiling: bool = False,
 ) -> Any:
     """Preview ``table_name`` of source ``source_id``, optionally through the user's ``sql``."""
-    report_progress({"status": "executing", "table_name": table_name})
-    settings = get_settings()
+    job = current_job()
+    if job is not None:
+        job.progress({"status": "executing", "table_name": table_name})
     request = PreviewRequest(
         sql=sql,
         source_id=int(source_id),
@@ -55,12 +59,6 @@ def execute(
         table_name=str(table_name),
         filter_sql=filter_sql,
         include_profiling=bool(include_profiling),
-        row_limit=settings.preview_row_limit,
+        row_limit=get_settings().preview_row_limit,
     )
-    message = CurrentMessage.get_current_message()
-    time_limit = message.options.get("time_limit") if message is not None else None
-    return runner().run(
-        request,
-        task_id=message.message_id if message is not None else None,
-        time_limit=time_limit / 1000 if time_limit else None,
-    )
+    return runner().run(request, job=job)

@@ -20,7 +20,7 @@ from pydantic import BaseModel
 
 from ..middleware.metrics import read_recent_failures
 from ..queues import is_queue_name
-from ..states import status_dict
+from ..states import FINAL_STATES, status_dict
 from .auth import ADMIN_COOKIE, SESSION_SECONDS, admin_identity, matches, require_admin, session_cookie
 from .context import Ops, worker_dict
 from .history import read_history
@@ -75,7 +75,7 @@ def dashboard(request: Request) -> HTMLResponse:
     refusal = admin_identity(request, request.headers.get("x-admin-key"))
     if refusal is not None:
         return _refusal(request, *refusal)
-    return _page("admin.html", request)
+    return _page("admin.html", request, final_states=" ".join(sorted(FINAL_STATES)))
 
 
 @pages.get("/static/{name}")

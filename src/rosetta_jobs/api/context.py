@@ -16,8 +16,8 @@ import redis.asyncio as aioredis
 
 from ..client import JobClient
 from ..config import Settings
-from ..middleware.heartbeat import WorkerInfo, read_workers
 from ..queues import QueueDepth, QueueInspector
+from ..workers import WorkerInfo, read_workers
 
 __all__ = ["Ops", "Snapshot", "utc_now", "worker_dict"]
 

@@ -8,29 +8,26 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import time
 from typing import Any, cast
 
 import redis
 from loguru import logger
 
-from ..queues import ops_key
+from ..layout import Keys
 from .context import Ops
 
-__all__ = ["HISTORY_SECONDS", "SAMPLE_SECONDS", "read_history", "record_sample", "run_sampler"]
+__all__ = ["HISTORY_SECONDS", "read_history", "record_sample", "run_sampler"]
 
-#: Seconds between two queue-depth samples.
-SAMPLE_SECONDS = float(os.getenv("ROSETTA_DEPTH_SAMPLE_SECONDS", "10"))
 #: Seconds of history kept for the chart.
 HISTORY_SECONDS = 3600
 
 
 def _key(ops: Ops, *parts: str) -> str:
-    return ops_key(ops.namespace, "depth-history", *parts)
+    return Keys(ops.namespace).depth_history(*parts)
 
 
-def record_sample(ops: Ops, *, interval: float = SAMPLE_SECONDS) -> bool:
+def record_sample(ops: Ops, *, interval: float) -> bool:
     """Store the current depths unless another replica did within ``interval``; returns whether it did."""
     if not ops.results.set(_key(ops, "lock"), "1", nx=True, px=max(int(interval * 900), 1)):
         return False
@@ -56,8 +53,9 @@ def read_history(ops: Ops, *, seconds: float = HISTORY_SECONDS) -> list[dict[str
     return [json.loads(item) for item in raw]
 
 
-async def run_sampler(ops: Ops, *, interval: float = SAMPLE_SECONDS) -> None:
-    """Sample until cancelled (the app's lifespan starts and cancels it)."""
+async def run_sampler(ops: Ops) -> None:
+    """Sample every ``DEPTH_SAMPLE_SECONDS`` until cancelled (the app's lifespan starts and cancels it)."""
+    interval = ops.settings.depth_sample_seconds
     while True:
         try:
             await asyncio.to_thread(record_sample, ops, interval=interval)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -20,12 +19,7 @@ from .. import codec
 from ..states import FINAL_STATES, status_dict
 from ..store import TaskStore
 
-__all__ = ["KEEPALIVE_SECONDS", "MAX_STREAM_SECONDS", "task_events"]
-
-#: Seconds between keep-alive comments on a quiet stream (proxies drop idle connections).
-KEEPALIVE_SECONDS = float(os.getenv("ROSETTA_SSE_KEEPALIVE", "15"))
-#: Seconds after which a stream of a task that never finishes is closed; the client may reconnect.
-MAX_STREAM_SECONDS = float(os.getenv("ROSETTA_SSE_MAX_SECONDS", "3600"))
+__all__ = ["task_events"]
 
 
 def _decode(raw: Any) -> dict[str, Any] | None:
@@ -46,10 +40,10 @@ async def task_events(
     client: aioredis.Redis,
     task_id: str,
     *,
-    keepalive: float = KEEPALIVE_SECONDS,
-    max_seconds: float = MAX_STREAM_SECONDS,
+    keepalive: float,
+    max_seconds: float,
 ) -> AsyncIterator[str]:
-    """Yield the SSE frames of ``task_id`` until a final state (or ``max_seconds``)."""
+    """Yield the SSE frames of ``task_id`` until a final state (or ``max_seconds``), a comment every ``keepalive``."""
     channel = TaskStore.key(task_id)
     loop = asyncio.get_running_loop()
     pubsub = client.pubsub(ignore_subscribe_messages=True)

@@ -108,7 +108,13 @@ def get_result(task_id: TaskId, request: Request) -> TaskResult:
 )
 async def events(task_id: TaskId, request: Request) -> StreamingResponse:
     """Server-Sent Events: the current state, then each change; closed after a final state."""
-    stream = task_events(request.app.state.ops.async_results, task_id)
+    ops = request.app.state.ops
+    stream = task_events(
+        ops.async_results,
+        task_id,
+        keepalive=ops.settings.sse_keepalive,
+        max_seconds=ops.settings.sse_max_seconds,
+    )
     return StreamingResponse(
         stream,
         media_type="text/event-stream",

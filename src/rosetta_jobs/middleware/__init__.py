@@ -1,9 +1,10 @@
-"""The middleware rosetta-jobs adds to Dramatiq's stack (see ``rosetta_jobs.broker``)."""
+"""The middleware rosetta-jobs adds to Dramatiq's stack (declared in ``rosetta_jobs.stack``)."""
 
 from __future__ import annotations
 
 from .cancel import Cancellation
+from .context import JobContext, TimeLimit
 from .recovery import Recovery
-from .state import TaskState, report_progress
+from .state import TaskState
 
-__all__ = ["Cancellation", "Recovery", "TaskState", "report_progress"]
+__all__ = ["Cancellation", "JobContext", "Recovery", "TaskState", "TimeLimit"]

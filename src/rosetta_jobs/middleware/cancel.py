@@ -1,8 +1,8 @@
 """Cancel: a queued job never starts, a running one is stopped within a second.
 
-``JobClient.cancel`` writes REVOKED (so ``TaskState`` skips the message if it is still queued) and
-sets a cancel flag. Each worker process polls the flags of the jobs *it* runs, a few times a second,
-and stops those through ``rosetta_jobs.interrupts``. Polling, unlike a pub/sub subscription, cannot
+``TaskStore.cancel`` writes REVOKED (so ``TaskState`` skips the message if it is still queued) and sets
+a cancel flag. Each worker process polls the flags of the jobs *it* runs, a few times a second, and
+stops those through their job context (``Job.stop``). Polling, unlike a pub/sub subscription, cannot
 miss a cancel across a Redis reconnect.
 """
 
@@ -16,52 +16,53 @@ import redis
 from dramatiq.middleware import Middleware
 from loguru import logger
 
-from .. import interrupts
+from ..errors import JobCancelled
+from ..job import RunningJobs
 from ..store import TaskStore
 
 __all__ = ["Cancellation"]
 
 
 class Cancellation(Middleware):
-    """Tracks the jobs running in this process and stops the cancelled ones."""
+    """Stops the cancelled jobs among those running in this process."""
 
-    def __init__(self, *, store: TaskStore, interval: float = 0.2) -> None:
+    def __init__(self, *, store: TaskStore, jobs: RunningJobs, interval: float = 0.2) -> None:
         self.store = store
+        self.jobs = jobs
         self.interval = interval
         self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
 
-    def after_worker_boot(self, broker: dramatiq.Broker, worker: Any) -> None:
-        self._thread = threading.Thread(target=self._poll, name="rosetta-cancel", daemon=True)
-        self._thread.start()
+    def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        threading.Thread(target=self._poll, name="rosetta-cancel", daemon=True).start()
 
-    def before_worker_shutdown(self, broker: dramatiq.Broker, worker: Any) -> None:
+    def before_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         self._stopping.set()
 
-    def before_process_message(self, broker: dramatiq.Broker, message: Any) -> None:
-        interrupts.started(message.message_id)
-
-    def after_process_message(self, broker: dramatiq.Broker, message: Any, *, result: Any = None,
-                              exception: BaseException | None = None) -> None:  # fmt: skip
-        if interrupts.finished(message.message_id):
+    def after_process_message(
+        self,
+        broker: dramatiq.Broker,
+        message: dramatiq.MessageProxy,
+        *,
+        result: Any = None,
+        exception: BaseException | None = None,
+    ) -> None:
+        job = self.jobs.get(message.message_id)
+        if job is not None and job.cancelled:
             try:
                 self.store.mark_stopped(message.message_id)  # lets operators (and make chaos) see cancel latency
             except redis.RedisError as exc:
                 logger.warning("cannot record the stop of {}: {}", message.message_id, exc)
 
-    def after_skip_message(self, broker: dramatiq.Broker, message: Any) -> None:
-        interrupts.finished(message.message_id)
-
     def _poll(self) -> None:
         while not self._stopping.wait(self.interval):
-            task_ids = interrupts.running()
-            if not task_ids:
+            running = {job.id: job for job in self.jobs.snapshot() if not job.stopped}
+            if not running:
                 continue
             try:
-                flagged = self.store.cancel_requested(task_ids)
+                flagged = self.store.cancel_requested(list(running))
             except redis.RedisError as exc:
                 logger.warning("cannot read cancel flags: {}", exc)
                 continue
             for task_id in flagged:
-                if interrupts.stop(task_id):
+                if running[task_id].stop(JobCancelled):
                     logger.info("task {} cancelled while running; stopping it", task_id)

@@ -5,7 +5,8 @@ is not wiped on start and goes stale when PIDs repeat (``dramatiq-celery.md`` A1
 Here each finished job is a handful of ``HINCRBY`` on shared hashes, so the numbers add
 up across processes and hosts and survive restarts as Prometheus counters should; jobs in
 progress come from the live heartbeats (``middleware.heartbeat``), so a dead process
-leaves nothing behind. ``GET /metrics`` of ``rosetta-jobs serve`` renders them.
+leaves nothing behind. ``GET /metrics`` of ``rosetta-jobs serve`` renders them. Start time
+and queue wait come from the job context (``RunningJobs``), like everything a job knows.
 
 Placed *before* ``Retries`` (like ``TaskState``): ``after_*`` hooks run in reverse
 order, so the outcome is known (``message.failed`` set by ``Retries``) when this runs.
@@ -14,7 +15,6 @@ order, so the outcome is known (``message.failed`` set by ``Retries``) when this
 from __future__ import annotations
 
 import json
-import threading
 import time
 from typing import Any, cast
 
@@ -25,7 +25,8 @@ from dramatiq.middleware import Middleware
 from loguru import logger
 
 from ..errors import JobCancelled, JobTimedOut
-from ..queues import ops_key
+from ..job import Job, RunningJobs
+from ..layout import Keys
 
 __all__ = [
     "DURATION_BUCKETS",
@@ -51,7 +52,7 @@ _ERROR_TEXT = 500
 
 def metrics_key(namespace: str, name: str) -> str:
     """The hash of one metric family: ``jobs``, ``failures``, ``dead_lettered``, ``duration``, ``wait``."""
-    return ops_key(namespace, "metrics", name)
+    return Keys(namespace).metrics(name)
 
 
 def bucket_index(value: float, buckets: tuple[float, ...]) -> int:
@@ -66,8 +67,8 @@ def _field(*parts: object) -> str:
     return FIELD_SEPARATOR.join(str(part) for part in parts)
 
 
-def _outcome(message: Any, exception: BaseException | None) -> str:
-    if isinstance(exception, JobCancelled):
+def _outcome(message: Any, job: Job | None, exception: BaseException | None) -> str:
+    if isinstance(exception, JobCancelled) or (job is not None and job.outcome == "cancelled"):
         return "cancelled"
     if isinstance(exception, JobTimedOut):
         return "timeout"
@@ -79,26 +80,24 @@ def _outcome(message: Any, exception: BaseException | None) -> str:
 class Metrics(Middleware):
     """Counts jobs by actor, queue and outcome, and observes duration and queue wait."""
 
-    def __init__(self, *, client: redis.Redis, namespace: str) -> None:
+    def __init__(self, *, client: redis.Redis, namespace: str, jobs: RunningJobs) -> None:
         self.client = client
         self.namespace = namespace
-        self._started: dict[str, tuple[float, float]] = {}
-        self._lock = threading.Lock()
-
-    def before_process_message(self, broker: dramatiq.Broker, message: Any) -> None:
-        now = time.time()
-        # A delayed or retried message waits from its eta, not from its first enqueue.
-        ready_ms = max(int(message.message_timestamp), int(message.options.get("eta") or 0))
-        with self._lock:
-            self._started[message.message_id] = (now, max(now - ready_ms / 1000, 0.0))
+        self.jobs = jobs
 
     def after_process_message(
-        self, broker: dramatiq.Broker, message: Any, *, result: Any = None, exception: BaseException | None = None
+        self,
+        broker: dramatiq.Broker,
+        message: dramatiq.MessageProxy,
+        *,
+        result: Any = None,
+        exception: BaseException | None = None,
     ) -> None:
-        self._record(message, _outcome(message, exception), exception)
+        job = self.jobs.get(message.message_id)
+        self._record(message, job, _outcome(message, job, exception), exception)
 
-    def after_skip_message(self, broker: dramatiq.Broker, message: Any) -> None:
-        self._record(message, "rejected" if message.failed else "skipped", None)
+    def after_skip_message(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
+        self._record(message, None, "rejected" if message.failed else "skipped", None)
 
     def after_nack(self, broker: dramatiq.Broker, message: Any) -> None:
         self._write(lambda pipe: pipe.hincrby(self._key("dead_lettered"), self._labels(message), 1))
@@ -110,17 +109,15 @@ class Metrics(Middleware):
     def _labels(message: Any) -> str:
         return _field(message.actor_name, q_name(message.queue_name))
 
-    def _record(self, message: Any, outcome: str, exception: BaseException | None) -> None:
-        with self._lock:
-            started = self._started.pop(message.message_id, None)
+    def _record(self, message: Any, job: Job | None, outcome: str, exception: BaseException | None) -> None:
         labels = self._labels(message)
         counted = outcome in ("success", "failure", "retry", "cancelled", "timeout")
 
         def write(pipe: Any) -> None:
             pipe.hincrby(self._key("jobs"), _field(labels, outcome), 1)
-            if started is not None and counted:
-                began, waited = started
-                duration = time.time() - began
+            if job is not None and counted:
+                waited = job.waited
+                duration = time.time() - job.started_at
                 pipe.hincrby(self._key("duration"), _field(labels, bucket_index(duration, DURATION_BUCKETS)), 1)
                 pipe.hincrbyfloat(self._key("duration"), _field(labels, "sum"), duration)
                 pipe.hincrby(self._key("wait"), _field(labels, bucket_index(waited, WAIT_BUCKETS)), 1)

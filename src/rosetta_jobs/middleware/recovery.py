@@ -24,35 +24,12 @@ import redis
 from dramatiq.middleware import Middleware
 from loguru import logger
 
+from ..layout import DramatiqKeys, script
+
 __all__ = ["Recovery"]
 
 #: Seconds to wait after Redis answers again before judging any worker dead.
 OUTAGE_GRACE = 8.0
-
-_REQUEUE_DEAD = """
-local ns = KEYS[1]
-local heartbeats = ns .. ":__heartbeats__"
-local dead = redis.call("zrangebyscore", heartbeats, 0, tonumber(ARGV[1]) - tonumber(ARGV[2]))
-local requeued = 0
-for _, worker in ipairs(dead) do
-  local acks = ns .. ":__acks__." .. worker
-  for i = 3, #ARGV do
-    local queue = ARGV[i]
-    local ids = redis.call("smembers", acks .. "." .. queue)
-    for _, id in ipairs(ids) do
-      if redis.call("hexists", ns .. ":" .. queue .. ".msgs", id) == 1 then
-        redis.call("lpush", ns .. ":" .. queue, id)
-        requeued = requeued + 1
-      end
-    end
-    redis.call("del", acks .. "." .. queue)
-  end
-  if next(redis.call("keys", acks .. ".*")) == nil then
-    redis.call("zrem", heartbeats, worker)
-  end
-end
-return requeued
-"""
 
 
 class Recovery(Middleware):
@@ -62,14 +39,15 @@ class Recovery(Middleware):
         self.interval = interval
         self._stopping = threading.Event()
 
-    def after_worker_boot(self, broker: dramatiq.Broker, worker: Any) -> None:
+    def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         threading.Thread(target=self._run, args=(broker,), name="rosetta-recovery", daemon=True).start()
 
-    def before_worker_shutdown(self, broker: dramatiq.Broker, worker: Any) -> None:
+    def before_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         self._stopping.set()
 
     def _run(self, broker: Any) -> None:
-        script = broker.client.register_script(_REQUEUE_DEAD)
+        requeue = script(broker.client, "requeue_dead_workers")
+        keys = DramatiqKeys(broker.namespace)
         grace = min(OUTAGE_GRACE, broker.heartbeat_timeout / 1000)
         not_before = 0.0  # live processes heartbeat every second; only an outage calls for a grace period
         while not self._stopping.wait(self.interval):
@@ -77,8 +55,16 @@ class Recovery(Middleware):
                 continue
             queues = sorted(broker.get_declared_queues() | broker.get_declared_delay_queues())
             try:
-                requeued = script(keys=[broker.namespace], args=[int(time.time() * 1000), broker.heartbeat_timeout,
-                                                                  *queues])  # fmt: skip
+                requeued = requeue(
+                    keys=[keys.heartbeats()],
+                    args=[
+                        int(time.time() * 1000),
+                        broker.heartbeat_timeout,
+                        keys.acks_prefix(),
+                        keys.queue(""),
+                        *queues,
+                    ],
+                )
             except redis.RedisError as exc:
                 logger.warning("recovery check failed; will wait {} s after Redis answers again: {}", grace, exc)
                 not_before = time.monotonic() + grace

@@ -15,11 +15,12 @@ import dramatiq
 import redis
 from dramatiq.common import q_name
 from dramatiq.errors import ActorNotFound
-from dramatiq.middleware import CurrentMessage, Middleware, SkipMessage
+from dramatiq.middleware import Middleware, SkipMessage
 from loguru import logger
 
-from .. import codec, interrupts
+from .. import codec
 from ..errors import WorkerLost
+from ..job import Job, RunningJobs
 from ..states import (
     FAILURE,
     FINAL_STATES,
@@ -35,7 +36,7 @@ from ..states import (
 )
 from ..store import TaskStore
 
-__all__ = ["TaskState", "report_progress"]
+__all__ = ["TaskState"]
 
 #: Seconds a worker thread keeps retrying to store a final state while Redis is unreachable.
 FINAL_WRITE_WAIT = 600.0
@@ -44,8 +45,11 @@ FINAL_WRITE_WAIT = 600.0
 class TaskState(Middleware):
     """Writes STARTED, PROGRESS, SUCCESS, RETRY and FAILURE under the message id."""
 
-    def __init__(self, *, store: TaskStore, max_worker_losses: int = 2, hostname: str | None = None) -> None:
+    def __init__(
+        self, *, store: TaskStore, jobs: RunningJobs, max_worker_losses: int = 2, hostname: str | None = None
+    ) -> None:
         self.store = store
+        self.jobs = jobs
         self.max_worker_losses = max_worker_losses
         self.hostname = hostname or f"rosetta@{socket.gethostname()}"
 
@@ -88,6 +92,9 @@ class TaskState(Middleware):
             if starts == REVOKED:  # the cancel may have outlived the REVOKED state: show it again
                 self.write(message, REVOKED, revoked_exception())
             raise SkipMessage(f"task is already {starts}")
+        job = self.jobs.get(message.message_id)
+        if job is not None:
+            job.deliveries = starts
         losses = starts - 1 - retries
         if losses > self.max_worker_losses:
             # A poison message: it took its worker down every time. Dead-letter it instead of looping.
@@ -100,7 +107,10 @@ class TaskState(Middleware):
         self, broker: dramatiq.Broker, message: Any, *, result: Any = None, exception: BaseException | None = None
     ) -> None:
         attempt = max(message.options.get("retries", 1) - 1, 0)
-        if exception is None:
+        job = self.jobs.get(message.message_id)
+        if job is not None and job.outcome == "cancelled":
+            self.write(message, REVOKED, revoked_exception())  # kept if REVOKED is there: shown again if expired
+        elif exception is None:
             self._succeed(message, result)
         elif message.failed:
             self.write(
@@ -134,19 +144,8 @@ class TaskState(Middleware):
             encoded = {"exc_type": "MessageRejected", "exc_message": ["dead-lettered"], "exc_module": "rosetta_jobs"}
         self.write(message, FAILURE, encoded)
 
-
-def report_progress(meta: dict[str, Any], *, state: str = PROGRESS) -> None:
-    """Store PROGRESS with ``meta`` for the job the calling actor is running.
-
-    Outside a worker (a plain function call in a test) there is no job, and this does nothing.
-    A job that was cancelled stops here with ``JobCancelled``.
-    """
-    message = CurrentMessage.get_current_message()
-    if message is None:
-        return
-    interrupts.check_cancelled()
-    codec.dumps(meta)  # fail in the actor, not in the store, on bad meta
-    for middleware in dramatiq.get_broker().middleware:
-        if isinstance(middleware, TaskState):
-            middleware.write(message, state, meta, retries=message.options.get("retries", 0))
-            return
+    def write_progress(self, job: Job, meta: dict[str, Any]) -> None:
+        """The job context's progress writer: PROGRESS with ``meta``, best effort."""
+        codec.dumps(meta)  # fail in the actor, not in the store, on bad meta
+        if job.message is not None:
+            self.write(job.message, PROGRESS, meta, retries=job.message.options.get("retries", 0))

@@ -1,21 +1,21 @@
 """``filter_sql`` to a WHERE clause (spec 2.5, 12.8), with nothing of the user's text reaching SQL unquoted.
 
 v2 JSON is translated with whitelisted operators and logic words, double-quoted identifiers and
-single-quoted literals. The legacy form is SQL text by definition: it is only parenthesised here
-and held to the sandbox by ``build_statement``, which validates the whole final statement.
+single-quoted literals. The legacy form is SQL text by definition: it is only parenthesised here,
+and handed back as ``Filter.sql_parts`` so that ``build_statement`` holds each part to the sandbox
+(this module only translates; it never imports the sandbox).
 """
 
 from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from typing import Any
 
 from rosetta_jobs.errors import PreviewError
 
-from .sandbox import check_tokens
-
-__all__ = ["LOGIC_WORDS", "OPERATORS", "quote_identifier", "quote_literal", "where_clause"]
+__all__ = ["LOGIC_WORDS", "OPERATORS", "Filter", "build_filter", "quote_identifier", "quote_literal", "where_clause"]
 
 OPERATORS = (
     "=", "!=", "<>", "<", "<=", ">", ">=", "LIKE", "ILIKE", "NOT LIKE", "NOT ILIKE",
@@ -41,13 +41,31 @@ def quote_literal(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
+@dataclass(frozen=True)
+class Filter:
+    """A translated ``filter_sql``: the WHERE clause, and which of its parts are the user's own SQL text."""
+
+    where: str = ""
+    #: Legacy parts as written: the sandbox's token checks must pass each one (v2 filters have none).
+    sql_parts: tuple[str, ...] = ()
+
+
+def build_filter(filter_sql: str | None) -> Filter:
+    """The filter for the previewed table: no WHERE at all when nothing is left to filter on."""
+    if not filter_sql or not filter_sql.strip():
+        return Filter()
+    spec = _v2(filter_sql)
+    if spec is None:
+        parts = _legacy_parts(filter_sql)
+        condition = " AND ".join(f"({part}\n)" if "--" in part else f"({part})" for part in parts)
+        return Filter(f" WHERE {condition}" if condition else "", parts)
+    condition = _v2_condition(spec)
+    return Filter(f" WHERE {condition}" if condition else "")
+
+
 def where_clause(filter_sql: str | None) -> str:
     """``""`` or ``" WHERE <condition>"`` for the previewed table."""
-    if not filter_sql or not filter_sql.strip():
-        return ""
-    spec = _v2(filter_sql)
-    condition = _legacy(filter_sql) if spec is None else _v2_condition(spec)
-    return f" WHERE {condition}" if condition else ""
+    return build_filter(filter_sql).where
 
 
 def _v2(text: str) -> dict[str, Any] | None:
@@ -62,12 +80,9 @@ def _v2(text: str) -> dict[str, Any] | None:
     return data
 
 
-def _legacy(text: str) -> str:
-    """Spec 2.5: ``;``-split, each part parenthesised (on its own line if it has a ``--``), joined with AND."""
-    parts = [part.strip() for part in text.split(";") if part.strip()]
-    for part in parts:
-        check_tokens(part)
-    return " AND ".join(f"({part}\n)" if "--" in part else f"({part})" for part in parts)
+def _legacy_parts(text: str) -> tuple[str, ...]:
+    """Spec 2.5: split on ``;``, stripped, empty parts dropped."""
+    return tuple(part.strip() for part in text.split(";") if part.strip())
 
 
 def _v2_condition(spec: dict[str, Any]) -> str:
@@ -104,6 +119,8 @@ def _condition(raw: Any) -> str:
     if op in ("IS NULL", "IS NOT NULL"):
         return f"{column} {op}"
     if op in ("IN", "NOT IN"):
+        if value == "" or raw.get("value") == []:
+            return ""  # no list at all ("", [] or null) drops the condition, as an empty value does below
         return f"{column} {op} ({_in_list(raw.get('value'))})"
     if value == "":
         return ""  # spec 2.5: an empty value drops the condition

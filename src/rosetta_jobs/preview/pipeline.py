@@ -7,22 +7,24 @@ poller, as with the Celery worker). Infrastructure failures (``TransientError``)
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from typing import Any
 
 import duckdb
 
-from .. import interrupts
 from ..catalog import Catalog
 from ..config import Settings
-from ..errors import JobTimedOut, PreviewError, TransientError
+from ..errors import JobInterrupt, JobTimedOut, PreviewError, TransientError
+from ..job import Job
+from ..redact import redact
 from .cache import PreviewCache
 from .profile import profile
 from .query import build_statement
 from .request import PreviewRequest, error_result
 from .serialize import serialize
-from .session import SessionPool, scrub
+from .session import SessionPool, process_timezone
 
 __all__ = ["PreviewRunner"]
 
@@ -44,19 +46,21 @@ class PreviewRunner:
                 memory_limit=settings.duckdb_memory_limit_bytes,
                 threads=settings.duckdb_threads,
                 slots=settings.duckdb_max_concurrent,
+                timezone=settings.worker_timezone or process_timezone(),
             ),
             cache=PreviewCache.from_url(settings.redis_url, ttl=settings.preview_cache_ttl),
             time_limit=settings.preview_time_limit,
         )
 
-    def run(self, request: PreviewRequest, *, task_id: str | None = None, time_limit: float | None = None) -> Any:
-        """The preview's result dict; ``task_id`` lets a cancel reach its running query."""
+    def run(self, request: PreviewRequest, *, job: Job | None = None) -> Any:
+        """The preview's result dict; under ``job``, its time limit and a cancel reach the running query."""
         cached = self.cache.get(request)
         if cached is not None:
             return cached
-        limit = time_limit or self.time_limit
+        limit = job.time_limit if job is not None and job.time_limit is not None else self.time_limit
+        deadline = job.deadline if job is not None and job.deadline is not None else time.monotonic() + limit
         try:
-            result = self._execute(request, task_id, time.monotonic() + limit)
+            result = self._execute(request, job, deadline)
         except PreviewError as exc:
             return error_result(str(exc))
         except JobTimedOut:
@@ -64,30 +68,28 @@ class PreviewRunner:
         self.cache.put(request, result)
         return result
 
-    def _execute(self, request: PreviewRequest, task_id: str | None, deadline: float) -> dict[str, Any]:
+    def _execute(self, request: PreviewRequest, job: Job | None, deadline: float) -> dict[str, Any]:
         source = self.catalog.source(request.source_id)
         self.catalog.destination(request.destination_id)
         statement = build_statement(request, source_alias=source.alias)
         with self.sessions.session(source, wait=_remaining(deadline)) as session:
             cancelled = threading.Event()
 
-            def stop() -> bool:
+            def stop(reason: type[JobInterrupt]) -> None:
                 cancelled.set()
-                return session.stop()
+                session.stop(reason)
 
-            interrupts.attach(task_id, stop)
             try:
-                table = session.run(statement, timeout=_remaining(deadline), cancelled=cancelled)
+                with job.stoppable(stop) if job is not None else contextlib.nullcontext():
+                    table = session.run(statement, timeout=_remaining(deadline), cancelled=cancelled)
             except duckdb.InterruptException:
                 raise
             except (duckdb.ConnectionException, duckdb.IOException) as exc:
                 raise TransientError(
-                    f"lost the source database: {scrub(str(exc), source.password, source.conninfo())}"
+                    f"lost the source database: {redact(str(exc), source.password, source.conninfo())}"
                 ) from None
             except duckdb.Error as exc:
-                raise PreviewError(scrub(str(exc), source.password, source.conninfo())) from None
-            finally:
-                interrupts.detach(task_id)
+                raise PreviewError(redact(str(exc), source.password, source.conninfo())) from None
         result: dict[str, Any] = serialize(table)
         if request.include_profiling:
             result["profile"] = profile(table)

@@ -3,51 +3,28 @@
 Custom SQL is rewritten on DuckDB's parsed tree, not by regex: every reference to the previewed
 table becomes the ``filtered_source`` CTE, so ``orders.id`` still binds, string literals and
 comments stay as written, and a trailing ``;`` or ``-- comment`` is harmless.
+
+This is the top of the preview's SQL modules: ``parsing`` reads SQL, ``sandbox`` judges it and
+``filters`` translates ``filter_sql``; only this module combines them. Each distinct statement is
+parsed once per build: the filter's probe, the user's SQL and the final statement.
 """
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
+import functools
 from typing import Any
 
 from rosetta_jobs.errors import PreviewError
 
-from .filters import quote_identifier, where_clause
+from .filters import build_filter, quote_identifier
+from .parsing import TableRef, deserialize, iter_nodes, lower_ascii, parse, parse_table_name
 from .request import PreviewRequest
-from .sandbox import check_sql, check_statement, deserialize, iter_nodes, lower_ascii, parse
+from .sandbox import check_sql, check_statement, check_tokens
 
-__all__ = ["CTE_NAME", "RESULT_ALIAS", "TableRef", "build_statement", "parse_table_name"]
+__all__ = ["CTE_NAME", "RESULT_ALIAS", "build_statement"]
 
 CTE_NAME = "filtered_source"
 RESULT_ALIAS = "result_sql"
-_PART = r'(?:[A-Za-z_][A-Za-z0-9_$]*|"(?:[^"]|"")+")'
-_TABLE_NAME = re.compile(rf"\s*({_PART})\s*(?:\.\s*({_PART})\s*)?")
-
-
-@dataclass(frozen=True)
-class TableRef:
-    """The previewed table inside the attached source."""
-
-    schema: str
-    name: str
-
-
-def parse_table_name(table_name: str) -> TableRef:
-    """``orders`` -> public.orders; ``schema.table``; double-quoted parts may hold any other character."""
-    match = _TABLE_NAME.fullmatch(table_name or "")
-    if match is None or not table_name.isprintable():
-        raise PreviewError(
-            f"Invalid table name {table_name!r}: use table or schema.table, double-quoting names with other "
-            'characters (e.g. "my schema"."my table").'
-        )
-    first, second = (_unquote(part) if part else None for part in match.groups())
-    assert first is not None  # the pattern requires the first part
-    return TableRef("public", first) if second is None else TableRef(first, second)
-
-
-def _unquote(part: str) -> str:
-    return part[1:-1].replace('""', '"') if part.startswith('"') else part
 
 
 def build_statement(request: PreviewRequest, *, source_alias: str) -> str:
@@ -61,7 +38,10 @@ def build_statement(request: PreviewRequest, *, source_alias: str) -> str:
 def _build(request: PreviewRequest, source_alias: str) -> str:
     table = parse_table_name(request.table_name)
     limit = _row_limit(request.row_limit)
-    where = where_clause(request.filter_sql)
+    row_filter = build_filter(request.filter_sql)
+    for part in row_filter.sql_parts:
+        check_tokens(part)
+    where = row_filter.where
     if where:
         _check_where(where)
     source_table = ".".join(quote_identifier(p) for p in (source_alias, table.schema, table.name))
@@ -127,6 +107,12 @@ def _where_shape(sql: str) -> Any:
     return tree
 
 
+@functools.cache
+def _baseline_shape() -> Any:
+    """The shape every probe must have: a constant, so DuckDB parses it once per process. Never mutate it."""
+    return _where_shape("SELECT * FROM t WHERE TRUE LIMIT 1")
+
+
 def _check_where(where: str) -> None:
     """The filter must be one condition: nothing of it may end up outside the WHERE (a UNION, a comment eating the
     LIMIT, a second statement). Same text, same lexical context, so the final statement parses it the same way."""
@@ -134,7 +120,7 @@ def _check_where(where: str) -> None:
         probe = _where_shape(f"SELECT * FROM t{where} LIMIT 1")
     except PreviewError as exc:
         raise PreviewError(f"Invalid filter: {exc}") from None
-    if probe != _where_shape("SELECT * FROM t WHERE TRUE LIMIT 1"):
+    if probe != _baseline_shape():
         raise PreviewError("Invalid filter: it must be a condition on the table's columns, not a query or statement.")
 
 

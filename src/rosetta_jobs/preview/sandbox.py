@@ -3,39 +3,21 @@
 Layer 1 (sqlparse) keeps the old validator's messages for the obvious cases. Layer 2 is the
 guarantee: DuckDB's own parser returns the tree that will execute, and every table reference,
 table-ish node and function call in it must be on an allow-list. Layer 3, the locked session,
-is built elsewhere.
+is built elsewhere. Reading the SQL (both parsers) is ``parsing``'s job; this module only judges.
 """
 
 from __future__ import annotations
 
 import functools
-import json
-import string
-import threading
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import duckdb
-import sqlparse
-import sqlparse.engine
-import sqlparse.exceptions
 from sqlparse import tokens as T
 
 from rosetta_jobs.errors import PreviewError
 
-if TYPE_CHECKING:
-    from .query import TableRef
+from .parsing import TableRef, fresh_connection, iter_nodes, lower_ascii, split_statements, statement_type
 
-__all__ = [
-    "allowed_functions",
-    "check_sql",
-    "check_statement",
-    "check_tokens",
-    "deserialize",
-    "iter_nodes",
-    "lower_ascii",
-    "parse",
-]
+__all__ = ["allowed_functions", "check_sql", "check_statement", "check_tokens"]
 
 # fmt: off
 FORBIDDEN_KEYWORDS = frozenset({
@@ -69,13 +51,6 @@ NODE_TYPES = frozenset({
     "ORDER_DEFAULT", "ASCENDING", "DESCENDING",
 })
 # fmt: on
-_ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
-_local = threading.local()
-
-
-def lower_ascii(name: str) -> str:
-    """Fold case the way DuckDB compares identifiers (ASCII only), so 'K' (Kelvin) never equals 'k'."""
-    return name.translate(_ASCII_LOWER)
 
 
 # --- layer 1: sqlparse ---------------------------------------------------------------------------
@@ -83,14 +58,14 @@ def lower_ascii(name: str) -> str:
 
 def check_sql(sql: str) -> None:
     """Exactly one SELECT (``WITH ... SELECT`` counts), with the old validator's messages for DML/DDL and files."""
-    statements = [tokens for tokens in _statements(sql) if tokens]
+    statements = [tokens for tokens in split_statements(sql) if tokens]
     for tokens in statements:
         _check_words(tokens)
     if not statements:
         raise PreviewError("SQL contains no statement. Preview only supports SELECT queries.")
     if len(statements) > 1:
         raise PreviewError(_one_statement_message(len(statements)))
-    if _statement_type(statements[0]) != "SELECT":
+    if statement_type(statements[0]) != "SELECT":
         raise PreviewError(
             "SQL must be a single SELECT query (WITH ... SELECT is fine). Preview only supports SELECT queries."
         )
@@ -98,27 +73,7 @@ def check_sql(sql: str) -> None:
 
 def check_tokens(sql: str) -> None:
     """Forbidden keywords, then file/HTTP functions, outside strings and comments; the first match wins."""
-    _check_words([token for tokens in _statements(sql) for token in tokens])
-
-
-def _statements(sql: str) -> list[list[Any]]:
-    """Significant tokens of each statement: sqlparse's lexer and splitter, without grouping (no depth limit)."""
-    try:
-        return [_significant(list(s.flatten())) for s in sqlparse.engine.FilterStack().run(sql)]
-    except sqlparse.exceptions.SQLParseError as exc:
-        raise PreviewError(f"SQL could not be parsed: {exc}") from None
-
-
-def _statement_type(tokens: list[Any]) -> str:
-    """The DML word of a statement: the first one, or after ``WITH`` the first outside parentheses."""
-    depth = 0
-    for index, token in enumerate(tokens):
-        if token.ttype in T.Keyword.DML and depth == 0:
-            return str(token.normalized).upper()
-        if index == 0 and token.ttype not in T.Keyword.CTE:
-            return "UNKNOWN"
-        depth += {"(": 1, ")": -1}.get(token.value, 0) if token.ttype in T.Punctuation else 0
-    return "UNKNOWN"
+    _check_words([token for tokens in split_statements(sql) for token in tokens])
 
 
 def _check_words(tokens: list[Any]) -> None:
@@ -133,10 +88,6 @@ def _check_words(tokens: list[Any]) -> None:
             raise PreviewError(
                 f"SQL contains forbidden function: {name}. File access and HTTP functions are not allowed in preview."
             )
-
-
-def _significant(tokens: list[Any]) -> list[Any]:
-    return [t for t in tokens if not t.is_whitespace and t.ttype not in T.Comment]
 
 
 def _is_call(tokens: list[Any], index: int) -> bool:
@@ -163,60 +114,13 @@ def _one_statement_message(count: int) -> str:
     )
 
 
-# --- layer 2: DuckDB's parser ------------------------------------------------------------------------
-
-
-def _fresh_connection() -> duckdb.DuckDBPyConnection:
-    config: dict[str, str | bool | int | float | list[str]] = {
-        "autoload_known_extensions": False,
-        "autoinstall_known_extensions": False,
-        "enable_external_access": False,
-    }
-    conn = duckdb.connect(":memory:", config=config)
-    conn.execute("SET lock_configuration = true")
-    return conn
-
-
-def _parser() -> duckdb.DuckDBPyConnection:
-    """One private, extension-free connection per thread: parsing needs no source and no shared state."""
-    conn: duckdb.DuckDBPyConnection | None = getattr(_local, "conn", None)
-    if conn is None:
-        conn = _local.conn = _fresh_connection()
-    return conn
-
-
-def parse(sql: str) -> dict[str, Any]:
-    """The statement tree DuckDB will execute (``json_serialize_sql``); a syntax error names DuckDB's reason."""
-    try:
-        row = _parser().execute("SELECT json_serialize_sql(?)", [sql]).fetchone()
-        tree: dict[str, Any] = json.loads(row[0] if row else "{}")
-    except duckdb.Error as exc:
-        raise PreviewError(f"SQL could not be parsed: {exc}") from None
-    except RecursionError:  # json's decoder guards its own depth
-        raise PreviewError("SQL is nested too deeply to preview; simplify the query.") from None
-    if tree.get("error"):
-        message = tree.get("error_message", "unknown error")
-        if tree.get("error_type") == "parser":
-            raise PreviewError(f"SQL syntax error: {message}")
-        raise PreviewError(f"Preview only supports SELECT queries ({message}).")
-    return tree
-
-
-def deserialize(tree: dict[str, Any]) -> str:
-    """SQL text for an (edited) tree, written by DuckDB itself (``json_deserialize_sql``)."""
-    try:
-        row = _parser().execute("SELECT json_deserialize_sql(?::JSON)", [json.dumps(tree)]).fetchone()
-    except RecursionError:
-        raise PreviewError("SQL is nested too deeply to preview; simplify the query.") from None
-    except duckdb.Error as exc:
-        raise PreviewError(f"SQL could not be rewritten for the preview: {exc}") from None
-    return str(row[0]) if row else ""
+# --- layer 2: DuckDB's tree ---------------------------------------------------------------------------
 
 
 @functools.cache
 def allowed_functions() -> frozenset[str]:
     """Scalar, aggregate (incl. window) and macro functions of a fresh, extension-free DuckDB, minus the denied ones."""
-    conn = _fresh_connection()
+    conn = fresh_connection()
     try:
         rows = conn.execute(
             "SELECT DISTINCT function_name FROM duckdb_functions() "
@@ -226,35 +130,6 @@ def allowed_functions() -> frozenset[str]:
         conn.close()
     names = {lower_ascii(row[0]) for row in rows} | BINDER_FUNCTIONS
     return frozenset(n for n in names if n not in DENIED_FUNCTIONS and not n.startswith(DENIED_PREFIXES))
-
-
-def iter_nodes(value: Any, scope: frozenset[str] = frozenset()) -> Iterator[tuple[dict[str, Any], frozenset[str]]]:
-    """Every dict of the tree, parent first, with the CTE names DuckDB's binder resolves a bare name to there.
-
-    Scope follows DuckDB: a CTE body sees the CTEs before it (not itself), the query sees all of them, and only
-    the recursive term of a recursive CTE sees its own name. Anything else would fall through to the catalog.
-    Iterative, so a deep tree cannot exhaust Python's stack.
-    """
-    stack: list[tuple[Any, frozenset[str]]] = [(value, scope)]
-    while stack:
-        item, item_scope = stack.pop()
-        if isinstance(item, list):
-            stack.extend((child, item_scope) for child in reversed(item))
-        elif isinstance(item, dict):
-            yield item, item_scope
-            stack.extend(reversed(list(_children(item, item_scope))))
-
-
-def _children(node: dict[str, Any], scope: frozenset[str]) -> Iterator[tuple[Any, frozenset[str]]]:
-    inner = scope
-    for entry in (node.get("cte_map") or {}).get("map", []):
-        yield entry.get("value"), inner
-        inner = inner | {lower_ascii(str(entry.get("key", "")))}
-    for key, child in node.items():
-        if key == "right" and node.get("type") == "RECURSIVE_CTE_NODE":
-            yield child, inner | {lower_ascii(str(node.get("cte_name", "")))}
-        elif key != "cte_map":
-            yield child, inner
 
 
 def check_statement(tree: dict[str, Any], *, source_alias: str, table: TableRef) -> None:

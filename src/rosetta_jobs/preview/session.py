@@ -11,11 +11,16 @@ what the next job sees:
 - sessions are keyed by a fingerprint of the whole connection config, credentials included;
 - the attached catalog is cached by the extension, so a session is retired after ``max_age``
   seconds and a schema change in the source shows up within that time.
+
+The session's ``TimeZone`` is a choice, not a given: ``CAST(tstz AS DATE)``, ``hour(tstz)`` and
+``date_trunc('day', tstz)`` answer in it. The Celery worker's DuckDB followed the process zone
+(``TZ=Asia/Jakarta`` in its image); ``process_timezone`` finds that zone for callers who want the same.
 """
 
 from __future__ import annotations
 
-import re
+import functools
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -25,14 +30,17 @@ from typing import TYPE_CHECKING
 
 import duckdb
 
-from ..errors import JobCancelled, JobTimedOut, PreviewError
+from ..errors import ConfigError, JobCancelled, JobTimedOut, PreviewError
+from ..redact import redact
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
     from ..catalog import SourceConfig
 
-__all__ = ["Session", "SessionPool", "extension_path", "scrub"]
+__all__ = ["Session", "SessionPool", "check_timezone", "extension_path", "process_timezone"]
+
+_LOCALTIME = Path("/etc/localtime")
 
 
 def extension_path() -> Path:
@@ -53,31 +61,74 @@ def extension_path() -> Path:
     return path
 
 
-_PASSWORD_FORMS = (
-    (re.compile(r"(password\s*=\s*)'(?:[^'\\]|\\.)*'", re.IGNORECASE), r"\1'***'"),
-    (re.compile(r"(password\s*=\s*)[^\s'\"]+", re.IGNORECASE), r"\1***"),
-    (re.compile(r"(://[^:/@\s]*:)[^@\s]*@"), r"\1***@"),
-)
-
-
-def scrub(text: str, *secrets: str) -> str:
-    """Remove every secret from ``text``. DuckDB repeats the connection string in its errors, with the
-    password quoted and escaped, so the exact secrets go and so does any ``password=...`` form."""
-    for secret in sorted((s for s in secrets if s), key=len, reverse=True):
-        text = text.replace(secret, "***")
-    for pattern, replacement in _PASSWORD_FORMS:
-        text = pattern.sub(replacement, text)
-    return text
-
-
 def _sql_string(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
+
+
+def process_timezone(*, localtime: Path = _LOCALTIME) -> str:
+    """The IANA name of this process's zone, found as the C library finds it: ``TZ`` (a leading ``:`` stripped),
+    else the zoneinfo file ``/etc/localtime`` links to (``Etc/UTC``), else ``UTC``. Set but empty, ``TZ`` is UTC."""
+    tz = os.environ.get("TZ")
+    if tz is not None:
+        name = tz.removeprefix(":")
+        if name.startswith("/"):  # TZ=:/etc/localtime, or a zoneinfo file by path
+            return _zone_of(name) or "UTC"
+        return name or "UTC"
+    return _zone_of(str(localtime)) or "UTC"
+
+
+def _zone_of(path: str) -> str | None:
+    """``Asia/Jakarta`` for ``.../zoneinfo/Asia/Jakarta`` or a chain of links to it; ``None`` for anything else."""
+    for _ in range(8):
+        zone = path.rpartition("/zoneinfo/")[2] if "/zoneinfo/" in path else ""
+        if zone:
+            return zone.removeprefix("posix/").removeprefix("right/")
+        try:
+            target = os.readlink(path)
+        except OSError:  # not a link (a copied file), or missing
+            return None
+        path = os.path.normpath(os.path.join(os.path.dirname(path), target))
+    return None
+
+
+@functools.lru_cache(maxsize=16)
+def check_timezone(name: str) -> str:
+    """DuckDB's spelling of zone ``name`` (``asia/jakarta`` -> ``Asia/Jakarta``), once it is known that both DuckDB
+    and Arrow (which serialises timestamptz in it) know the zone; a ``ConfigError`` naming the setting otherwise."""
+    fix = "set WORKER_TIMEZONE (or TZ) to an IANA zone name such as Asia/Jakarta or UTC"
+    if not name or not name.isprintable():
+        raise ConfigError(f"Invalid time zone {name!r} for the preview's DuckDB session: {fix}.")
+    con = duckdb.connect(":memory:", config={"autoload_known_extensions": False, "autoinstall_known_extensions": False})
+    try:
+        con.execute(f"SET TimeZone = {_sql_string(name)}")
+        row = con.execute("SELECT current_setting('TimeZone')").fetchone()
+    except duckdb.Error as exc:
+        hint = str(exc).partition("Candidate time zones:")[2].strip()
+        raise ConfigError(
+            f"Unknown time zone {name!r} for the preview's DuckDB session: {fix}"
+            + (f" (close names: {hint})." if hint else ".")
+        ) from None
+    finally:
+        con.close()
+    canonical = str(row[0]) if row else name
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    try:
+        pc.strftime(pa.array([0], pa.timestamp("us", tz=canonical)), format="%z")
+    except pa.ArrowException as exc:
+        raise ConfigError(
+            f"Time zone {canonical!r} is known to DuckDB but not to Arrow, which writes timestamptz values in it "
+            f"({exc}): install the system time zone database (tzdata), or {fix}."
+        ) from None
+    return canonical
 
 
 class Session:
     """One DuckDB connection with one source attached, used by one job at a time."""
 
-    def __init__(self, source: SourceConfig, *, memory_limit: int, threads: int) -> None:
+    def __init__(self, source: SourceConfig, *, memory_limit: int, threads: int, timezone: str = "UTC") -> None:
+        self.timezone = check_timezone(timezone)
         self.fingerprint = source.fingerprint()
         self.alias = source.alias
         self.created = time.monotonic()
@@ -97,7 +148,7 @@ class Session:
         )
         try:
             self.con.execute(f"LOAD {_sql_string(str(extension_path()))}")
-            self.con.execute("SET TimeZone = 'UTC'")
+            self.con.execute(f"SET TimeZone = {_sql_string(self.timezone)}")
             # JSON columns reach Arrow (and so the serialiser) tagged as JSON, UUIDs as UUIDs.
             self.con.execute("SET arrow_lossless_conversion = true")
             # A bare name never resolves to a Python variable of the worker (a second line behind the sandbox).
@@ -107,7 +158,7 @@ class Session:
             self.con.execute("SET lock_configuration = true")
         except duckdb.Error as exc:
             self.con.close()
-            message = scrub(str(exc), source.password, source.conninfo())
+            message = redact(str(exc), source.password, source.conninfo())
             raise PreviewError(f"Could not connect to source database: {message}") from None
 
     def run(self, sql: str, *, timeout: float, cancelled: threading.Event | None = None) -> pa.Table:
@@ -158,9 +209,12 @@ class Session:
 class SessionPool:
     """Per-process sessions: ``slots`` running at once, idle ones kept per source for reuse."""
 
-    def __init__(self, *, memory_limit: int, threads: int, slots: int, max_age: float = 60.0) -> None:
+    def __init__(
+        self, *, memory_limit: int, threads: int, slots: int, max_age: float = 60.0, timezone: str = "UTC"
+    ) -> None:
         self.memory_limit = memory_limit
         self.threads = threads
+        self.timezone = check_timezone(timezone)  # a bad zone fails once, here, before any session opens
         self.slots = slots
         self.max_age = max_age
         self._semaphore = threading.BoundedSemaphore(slots)
@@ -173,7 +227,9 @@ class SessionPool:
         if not self._semaphore.acquire(timeout=wait):
             raise JobTimedOut(wait)
         try:
-            session = self._take(source) or Session(source, memory_limit=self.memory_limit, threads=self.threads)
+            session = self._take(source) or Session(
+                source, memory_limit=self.memory_limit, threads=self.threads, timezone=self.timezone
+            )
             healthy = False
             try:
                 yield session

@@ -5,6 +5,7 @@
 
 (function () {
   const ROOT = document.body.dataset.root || "";
+  const FINAL_STATES = (document.body.dataset.finalStates || "").split(" ");
   const API = ROOT + "/admin/api";
   const REFRESH_MS = 3000;
   const COLORS = ["#2557d6", "#d6452f", "#1e7b34", "#a15c00", "#7a3fc2", "#00838f", "#c2185b", "#546e7a"];
@@ -196,7 +197,7 @@
   }
 
   async function refreshFollowed() {
-    const pending = [...followed.entries()].filter(([, s]) => !["SUCCESS", "FAILURE", "REVOKED"].includes(s.state));
+    const pending = [...followed.entries()].filter(([, s]) => !FINAL_STATES.includes(s.state));
     await Promise.all(pending.map(async ([id]) => {
       followed.set(id, await call("GET", "/tasks/" + encodeURIComponent(id)));
     }));

@@ -1,0 +1,93 @@
+"""The worker's broker and its middleware stack, declared in one place before any actor.
+
+``build_broker`` is what ``rosetta_jobs.actors`` calls. The order of the stack matters: Dramatiq runs
+``before_*`` hooks in list order and ``after_*`` hooks in reverse, so ``JobContext`` (first) sees a
+message before anyone else and after everyone else, and ``TaskState`` and ``Metrics`` (before
+``Retries``) see the retry decision.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import redis
+from dramatiq.middleware import AgeLimit, Callbacks, Middleware, Pipelines, Retries, ShutdownNotifications
+
+from .broker import RosettaBroker
+from .config import Settings, get_settings
+from .consumer import Consumer
+from .contracts import CONTRACTS, JobContract
+from .job import RunningJobs
+from .middleware import Cancellation, JobContext, Recovery, TaskState, TimeLimit
+from .middleware.heartbeat import Heartbeat
+from .middleware.metrics import Metrics
+from .store import TaskStore
+
+__all__ = ["WorkerBroker", "build_broker", "build_middleware", "time_limits"]
+
+
+class WorkerBroker(RosettaBroker):
+    """The worker's broker: consumers that wake on enqueue and survive undecodable payloads."""
+
+    @property
+    def consumer_class(self) -> type:
+        return Consumer
+
+    @functools.cached_property
+    def waiter(self) -> redis.Redis:
+        """A client of its own for consumers' blocking waits (each holds a connection while it waits)."""
+        return redis.Redis(connection_pool=redis.ConnectionPool(**self.client.connection_pool.connection_kwargs))
+
+
+def time_limits(settings: Settings, contracts: dict[str, JobContract] | None = None) -> dict[str, int]:
+    """Each contract's default time limit in ms, from its setting where it names one."""
+    limits = {}
+    for contract in (contracts or CONTRACTS).values():
+        seconds = getattr(settings, contract.time_limit_setting) if contract.time_limit_setting else None
+        limits[contract.name] = int(seconds * 1000) if seconds else contract.time_limit_ms
+    return limits
+
+
+def build_middleware(settings: Settings) -> list[Middleware]:
+    """The worker's middleware, in order (see the module's docstring)."""
+    store = TaskStore.from_url(
+        settings.result_backend_url, expires=settings.result_expires, namespace=settings.broker_namespace
+    )
+    jobs = RunningJobs()
+    task_state = TaskState(store=store, jobs=jobs, max_worker_losses=settings.max_worker_losses)
+    return [
+        JobContext(jobs=jobs, time_limits=time_limits(settings), progress_writer=task_state.write_progress),
+        AgeLimit(),
+        ShutdownNotifications(),
+        Callbacks(),
+        Pipelines(),
+        # Heartbeat before TaskState: a task's lease exists before its STARTED, and outlives its final state.
+        Heartbeat(
+            client=store.client,
+            namespace=settings.broker_namespace,
+            jobs=jobs,
+            interval=settings.heartbeat_interval,
+            ttl=settings.heartbeat_ttl,
+        ),
+        Metrics(client=store.client, namespace=settings.broker_namespace, jobs=jobs),
+        # A message TaskState skips (already final, e.g. cancelled) never runs.
+        task_state,
+        Cancellation(store=store, jobs=jobs),
+        TimeLimit(jobs=jobs),
+        Recovery(),
+        # Retries are off unless an actor opts in (Dramatiq's default is 20 for everything).
+        Retries(max_retries=0),
+    ]
+
+
+def build_broker(settings: Settings | None = None, *, middleware: list[Middleware] | None = None) -> WorkerBroker:
+    """Build the worker's broker from ``settings``; the global Dramatiq broker is left to the caller."""
+    settings = settings or get_settings()
+    return WorkerBroker(
+        url=settings.broker_url,
+        namespace=settings.broker_namespace,
+        middleware=build_middleware(settings) if middleware is None else middleware,
+        heartbeat_timeout=settings.heartbeat_timeout_ms,
+        socket_connect_timeout=5,
+        socket_keepalive=True,
+    )
