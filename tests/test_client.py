@@ -105,3 +105,31 @@ def test_client_imports_without_worker_dependencies() -> None:
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
+
+
+def test_the_client_loads_nothing_of_the_worker() -> None:
+    # Given a fresh interpreter, When the client is imported and builds a JobClient
+    code = (
+        "import sys\n"
+        "from rosetta_jobs.client import JobClient, AsyncResult\n"
+        "JobClient(broker_url='redis://127.0.0.1:1/1', result_backend_url='redis://127.0.0.1:1/2')\n"
+        "print(' '.join(sorted(sys.modules)))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    loaded = set(out.stdout.split())
+    # Then no worker middleware, consumer, job control, DuckDB or Arrow module was loaded
+    worker_side = {m for m in loaded if m.startswith(("rosetta_jobs.middleware", "rosetta_jobs.preview"))}
+    worker_side |= loaded & {"rosetta_jobs.consumer", "rosetta_jobs.interrupts", "rosetta_jobs.stack",
+                             "rosetta_jobs.job", "duckdb", "pyarrow", "psycopg", "prometheus_client"}  # fmt: skip
+    assert worker_side == set()
+    assert "rosetta_jobs.broker" in loaded  # the producer's broker is what it uses
+
+
+def test_async_results_share_one_redis_client_per_url() -> None:
+    # Given two AsyncResults built without a client (from the settings)
+    from rosetta_jobs.client import AsyncResult
+
+    first, second = AsyncResult("a"), AsyncResult("b")
+    # Then they share one Redis client, not one each
+    assert first.store.client is second.store.client

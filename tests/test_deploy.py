@@ -416,3 +416,15 @@ def test_health_check_fails_when_redis_does_not_answer() -> None:
     done = subprocess.run([sys.executable, "-m", "rosetta_jobs.cli", "check"], env=env, capture_output=True, text=True,
                           timeout=30)  # fmt: skip
     assert done.returncode == 1 and "cannot read heartbeats at redis://127.0.0.1:1/2" in done.stderr
+
+
+def test_health_check_never_prints_a_password() -> None:
+    # Given broker and result URLs whose password holds an unencoded '@' (redis://user:p@ss@host)
+    url = "redis://user:p@ss@127.0.0.1:1/1"
+    env = worker_env(BROKER_URL=url, RESULT_BACKEND_URL=url)
+    # When the health check cannot reach them
+    done = subprocess.run([sys.executable, "-m", "rosetta_jobs.cli", "check"], env=env, capture_output=True, text=True,
+                          timeout=30)  # fmt: skip
+    # Then it fails naming the redacted URL, and no part of the password is printed
+    assert done.returncode == 1 and "redis://user:***@127.0.0.1:1/1" in done.stderr
+    assert "p@ss" not in done.stdout + done.stderr and "ss@" not in done.stdout + done.stderr

@@ -22,8 +22,13 @@ __all__ = ["WAKE_TOKENS", "RosettaBroker"]
 WAKE_TOKENS = 64
 
 
-class RosettaBroker(RedisBroker):  # type: ignore[misc]
+class RosettaBroker(RedisBroker):
     """Enqueue as Dramatiq does, then push a wake-up token for the queue's idle consumers."""
+
+    def __init__(self, **options: Any) -> None:
+        """``RedisBroker``'s keyword options (``url``, ``namespace``, ``middleware``, redis client options)."""
+        # RedisBroker.__init__ is unannotated.
+        super().__init__(**options)  # type: ignore[no-untyped-call]
 
     def enqueue(self, message: Any, *, delay: int | None = None) -> Any:
         enqueued = super().enqueue(message, delay=delay)

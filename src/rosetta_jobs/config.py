@@ -194,6 +194,42 @@ class Settings(BaseSettings):
         description="Seconds between two queue-depth samples of the dashboard's chart.",
     )
 
+    # --- Celery ingress (rosetta_jobs/ingress.py, rosetta_jobs/pidbox.py) -----------------------------
+    celery_ingress: bool = Field(
+        True,
+        validation_alias=_env("CELERY_INGRESS"),
+        description="Workers also run the messages an unchanged Celery producer (send_task) leaves in kombu's "
+        "lists of CELERY_QUEUES on the broker database.",
+    )
+    celery_queues: str = Field(
+        "preview,default,orchestration",
+        pattern=r"^[^,\s]+(\s*,\s*[^,\s]+)*$",
+        validation_alias=_env("CELERY_QUEUES"),
+        description="Comma-separated kombu queues the Celery ingress consumes (the Celery worker's -Q); "
+        "a worker started with --queues consumes only those among them.",
+    )
+    celery_fallback_queue: str | None = Field(
+        None,
+        validation_alias=_env("CELERY_FALLBACK_QUEUE"),
+        description="Unset: a Celery task name no actor serves is FAILURE NotRegistered and dead-lettered, as a "
+        "Celery worker does. Set: such messages are moved, unchanged, to this kombu queue for a Celery worker "
+        "that still runs (``{queue}`` stands for the queue they came from, e.g. ``{queue}-celery``).",
+    )
+    celery_ingress_batch: int = Field(
+        100,
+        ge=1,
+        le=1000,
+        validation_alias=_env("CELERY_INGRESS_BATCH"),
+        description="Celery messages moved per step when a kombu list has a backlog.",
+    )
+    celery_control: bool = Field(
+        True,
+        validation_alias=_env("CELERY_CONTROL"),
+        description="Workers and the ops service listen to Celery's pidbox: control.revoke cancels, and "
+        "inspect ping/active/reserved are answered by each worker process.",
+    )
+    # --- end of Celery ingress ----------------------------------------------------------------------
+
     # Logging
     log_level: Literal["TRACE", "DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
         "INFO", validation_alias=_env("LOG_LEVEL")
@@ -249,6 +285,11 @@ class Settings(BaseSettings):
         if self.retry_max_backoff_ms < self.retry_min_backoff_ms:
             raise ValueError("RETRY_MAX_BACKOFF_MS must be at least RETRY_MIN_BACKOFF_MS")
         return self
+
+    @property
+    def celery_queue_names(self) -> tuple[str, ...]:
+        """``CELERY_QUEUES`` as a tuple (Celery ingress)."""
+        return tuple(name.strip() for name in self.celery_queues.split(",") if name.strip())
 
     @property
     def duckdb_memory_limit_bytes(self) -> int:

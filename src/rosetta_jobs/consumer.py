@@ -28,11 +28,11 @@ from .layout import DramatiqKeys, Keys
 __all__ = ["Consumer"]
 
 
-class Consumer(_RedisConsumer):  # type: ignore[misc]
+class Consumer(_RedisConsumer):
     """One queue of one worker process: fetch, decode, and wait for work without polling."""
 
     def __init__(self, broker: Any, queue_name: str, prefetch: int, timeout: int) -> None:
-        super().__init__(broker, queue_name, prefetch, timeout)
+        super().__init__(broker, queue_name, prefetch, timeout)  # type: ignore[no-untyped-call]
         # Delayed queues are promoted by their own consumer's clock: nothing to wake them for.
         self.wake = None if queue_name.endswith(".DQ") else Keys(broker.namespace).wake(queue_name)
 

@@ -30,6 +30,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import dramatiq
+
 from .errors import JobCancelled, JobInterrupt, JobTimedOut
 
 __all__ = ["ESCALATE_AFTER", "Job", "ProgressWriter", "RunningJobs", "current_job", "set_current_job"]
@@ -71,7 +73,7 @@ class Job:
     thread: int = field(default_factory=threading.get_ident)
     progress_writer: ProgressWriter | None = None
     #: The Dramatiq message (a ``MessageProxy``) this job runs.
-    message: Any = field(default=None, repr=False)
+    message: dramatiq.MessageProxy | None = field(default=None, repr=False)
     #: How the actor ended when it did not return or raise an error: ``"cancelled"``, or ``None``.
     outcome: str | None = None
     _stopped: threading.Event = field(default_factory=threading.Event, repr=False)
@@ -196,7 +198,9 @@ class Job:
             self._armed = True
         try:
             return fn(*args, **kwargs)
-        except JobInterrupt:
+        except BaseException:
+            # After a stop, whatever the work raises (DuckDB's InterruptException, a killed subprocess's
+            # broken pipe, the asynchronous exception itself) is that stop.
             if self._stopped_by is None:
                 raise
             raise self.interrupt() from None

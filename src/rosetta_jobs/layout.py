@@ -207,7 +207,7 @@ class KombuKeys:
     def parse_binding(self, member: bytes | str) -> tuple[str, str, str]:
         """``(routing_key, pattern, queue)`` of a binding member."""
         text = member.decode() if isinstance(member, bytes) else member
-        routing_key, pattern, queue = (text.split(self.SEP) + ["", "", ""])[:3]
+        routing_key, pattern, queue = [*text.split(self.SEP), "", "", ""][:3]
         return routing_key, pattern, queue
 
     def fanout(self, exchange: str) -> str:

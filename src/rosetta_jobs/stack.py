@@ -17,6 +17,7 @@ from .broker import RosettaBroker
 from .config import Settings, get_settings
 from .consumer import Consumer
 from .contracts import CONTRACTS, JobContract
+from .ingress import celery_middleware
 from .job import RunningJobs
 from .middleware import Cancellation, JobContext, Recovery, TaskState, TimeLimit
 from .middleware.heartbeat import Heartbeat
@@ -70,6 +71,8 @@ def build_middleware(settings: Settings) -> list[Middleware]:
             ttl=settings.heartbeat_ttl,
         ),
         Metrics(client=store.client, namespace=settings.broker_namespace, jobs=jobs),
+        # Celery ingress and pidbox (before TaskState: a Celery task that expired while queued never starts).
+        *celery_middleware(settings, store=store, jobs=jobs),
         # A message TaskState skips (already final, e.g. cancelled) never runs.
         task_state,
         Cancellation(store=store, jobs=jobs),

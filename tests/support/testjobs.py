@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 
 import dramatiq
+import duckdb
 import redis
 
 import rosetta_jobs.actors  # noqa: F401  (the broker is declared before these actors)
+from rosetta_jobs.actor import job_actor
+from rosetta_jobs.contracts import JobContract, Param
 from rosetta_jobs.errors import TransientError
+from rosetta_jobs.job import current_job
 from rosetta_jobs.retrying import retry_options
 
 
@@ -58,3 +63,53 @@ def crash() -> None:
 
 def _counter() -> redis.Redis:
     return redis.Redis.from_url(os.environ["BROKER_URL"])
+
+
+# --- one actor per kind of work, under the job context (time limits and cancel) -------------------------------
+def _started(key: str) -> None:
+    _counter().set(key, repr(time.time()), ex=300)
+
+
+def _contract(name: str, *params: str) -> JobContract:
+    return JobContract(name, "default", tuple(Param(p) for p in params))
+
+
+@job_actor(_contract("tests.busy", "key", "seconds"))
+def busy(key: str, seconds: float) -> int:
+    """Pure Python that never waits: only an asynchronous exception can stop it."""
+    _started(key)
+    deadline, spins = time.monotonic() + seconds, 0
+    while time.monotonic() < deadline:
+        spins += 1
+    return threading.get_ident()
+
+
+@job_actor(_contract("tests.shell", "key", "seconds"))
+def shell(key: str, seconds: float) -> int:
+    """A subprocess with a child of its own: the whole process group must go."""
+    job = current_job()
+    assert job is not None
+    _started(key)
+    job.run_subprocess(["sh", "-c", f"sleep {seconds} & sleep {seconds}; wait"])
+    return threading.get_ident()
+
+
+@job_actor(_contract("tests.duckdb", "key", "rows"))
+def spin_duckdb(key: str, rows: int) -> int:
+    """A long DuckDB query: DuckDB must be interrupted from outside."""
+    job = current_job()
+    assert job is not None
+    con = duckdb.connect()
+    try:
+        _started(key)
+        with job.stoppable(lambda reason: con.interrupt()):
+            con.execute(f"SELECT count(*) FROM range({int(rows)}) a, range(1000) b WHERE a.range * b.range % 7 = 3")
+    finally:
+        con.close()
+    return threading.get_ident()
+
+
+@job_actor(_contract("tests.thread", "key"))
+def thread_id(key: str) -> int:
+    _started(key)
+    return threading.get_ident()

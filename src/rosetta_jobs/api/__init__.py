@@ -15,9 +15,11 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from .. import __version__
+from ..celery_wire import ControlMessage
 from ..config import Settings
 from ..errors import BrokerUnavailable
-from . import admin, health, metrics, tasks
+from ..pidbox import PidboxListener, revoke, waiting_in_kombu
+from . import admin, health, metrics, schema, tasks
 from .context import Ops
 from .history import run_sampler
 
@@ -31,9 +33,13 @@ def create_app(settings: Settings, *, sample_depths: bool = True) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         sampler = asyncio.create_task(run_sampler(ops)) if sample_depths else None
+        # Celery revokes sent while no worker listens (all down, or restarting) still land.
+        listener = _revoke_listener(ops) if settings.celery_control else None
         try:
             yield
         finally:
+            if listener is not None:
+                listener.stop()
             if sampler is not None:
                 sampler.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -54,11 +60,30 @@ def create_app(settings: Settings, *, sample_depths: bool = True) -> FastAPI:
         return JSONResponse({"detail": f"Redis unreachable: {exc}"}, status_code=503)
 
     app.include_router(health.router)
+    app.include_router(schema.router)
     app.include_router(metrics.router)
     app.include_router(tasks.router)
     app.include_router(admin.api)
     app.include_router(admin.pages)
     return app
+
+
+def _revoke_listener(ops: Ops) -> PidboxListener:
+    """The pidbox listener of the ops service: revokes only (it runs no tasks, so it answers no inspection)."""
+
+    def queued(task_id: str) -> bool:
+        return waiting_in_kombu(ops.broker, ops.settings.celery_queue_names, task_id)
+
+    def handle(message: ControlMessage) -> None:
+        if message.method != "revoke":
+            return
+        ids = message.arguments.get("task_id")
+        terminate = bool(message.arguments.get("terminate"))
+        for task_id in ids if isinstance(ids, list) else [ids]:
+            if isinstance(task_id, str) and task_id:
+                revoke(ops.store, task_id, terminate=terminate, queued=queued)
+
+    return PidboxListener(client=ops.broker, handler=handle, name="pidbox-ops").start()
 
 
 def serve(settings: Settings, *, host: str, port: int) -> None:

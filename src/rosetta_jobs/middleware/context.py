@@ -48,7 +48,7 @@ class JobContext(Middleware):
         self.default_time_limit = default_time_limit
         self.progress_writer = progress_writer
 
-    def time_limit_ms(self, broker: dramatiq.Broker, message: Any) -> int | None:
+    def time_limit_ms(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> int | None:
         """The message's ``time_limit`` option, else the contract's, else the actor's option, else the default."""
         limit = message.options.get("time_limit") or self.time_limits.get(message.actor_name)
         if limit is None:
@@ -57,7 +57,7 @@ class JobContext(Middleware):
         limit = self.default_time_limit if limit is None else limit
         return None if limit == float("inf") else int(limit)
 
-    def before_process_message(self, broker: dramatiq.Broker, message: Any) -> None:
+    def before_process_message(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
         now = time.time()
         limit_ms = self.time_limit_ms(broker, message)
         # A delayed or retried message waits from its eta, not from its first enqueue.
@@ -77,12 +77,17 @@ class JobContext(Middleware):
         set_current_job(job)
 
     def after_process_message(
-        self, broker: dramatiq.Broker, message: Any, *, result: Any = None, exception: BaseException | None = None
+        self,
+        broker: dramatiq.Broker,
+        message: dramatiq.MessageProxy,
+        *,
+        result: Any = None,
+        exception: BaseException | None = None,
     ) -> None:
         self.jobs.remove(message.message_id)
         set_current_job(None)
 
-    def after_skip_message(self, broker: dramatiq.Broker, message: Any) -> None:
+    def after_skip_message(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
         self.jobs.remove(message.message_id)
         set_current_job(None)
 

@@ -67,7 +67,7 @@ def _field(*parts: object) -> str:
     return FIELD_SEPARATOR.join(str(part) for part in parts)
 
 
-def _outcome(message: Any, job: Job | None, exception: BaseException | None) -> str:
+def _outcome(message: dramatiq.MessageProxy, job: Job | None, exception: BaseException | None) -> str:
     if isinstance(exception, JobCancelled) or (job is not None and job.outcome == "cancelled"):
         return "cancelled"
     if isinstance(exception, JobTimedOut):
@@ -99,17 +99,19 @@ class Metrics(Middleware):
     def after_skip_message(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
         self._record(message, None, "rejected" if message.failed else "skipped", None)
 
-    def after_nack(self, broker: dramatiq.Broker, message: Any) -> None:
+    def after_nack(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
         self._write(lambda pipe: pipe.hincrby(self._key("dead_lettered"), self._labels(message), 1))
 
     def _key(self, name: str) -> str:
         return metrics_key(self.namespace, name)
 
     @staticmethod
-    def _labels(message: Any) -> str:
+    def _labels(message: dramatiq.MessageProxy) -> str:
         return _field(message.actor_name, q_name(message.queue_name))
 
-    def _record(self, message: Any, job: Job | None, outcome: str, exception: BaseException | None) -> None:
+    def _record(
+        self, message: dramatiq.MessageProxy, job: Job | None, outcome: str, exception: BaseException | None
+    ) -> None:
         labels = self._labels(message)
         counted = outcome in ("success", "failure", "retry", "cancelled", "timeout")
 

@@ -53,7 +53,7 @@ class TaskState(Middleware):
         self.max_worker_losses = max_worker_losses
         self.hostname = hostname or f"rosetta@{socket.gethostname()}"
 
-    def _meta(self, message: Any, status: str, result: Any = None, **extra: Any) -> dict[str, Any]:
+    def _meta(self, message: dramatiq.MessageProxy, status: str, result: Any = None, **extra: Any) -> dict[str, Any]:
         return build_meta(
             message.message_id,
             status,
@@ -66,7 +66,7 @@ class TaskState(Middleware):
             **extra,
         )
 
-    def write(self, message: Any, status: str, result: Any = None, **extra: Any) -> bool:
+    def write(self, message: dramatiq.MessageProxy, status: str, result: Any = None, **extra: Any) -> bool:
         # A final state (or RETRY) waits out a Redis outage; STARTED and PROGRESS are best effort.
         wait = FINAL_WRITE_WAIT if status in FINAL_STATES or status == RETRY else 0.0
         meta = self._meta(message, status, result, **extra)
@@ -78,7 +78,7 @@ class TaskState(Middleware):
             logger.warning("task {}: could not store {} ({})", message.message_id, status, exc)
             return False
 
-    def before_process_message(self, broker: dramatiq.Broker, message: Any) -> None:
+    def before_process_message(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
         retries = message.options.get("retries", 0)
         started = self._meta(message, STARTED, {"pid": os.getpid(), "hostname": self.hostname}, retries=retries)
         try:
@@ -104,7 +104,12 @@ class TaskState(Middleware):
             raise SkipMessage(str(error))
 
     def after_process_message(
-        self, broker: dramatiq.Broker, message: Any, *, result: Any = None, exception: BaseException | None = None
+        self,
+        broker: dramatiq.Broker,
+        message: dramatiq.MessageProxy,
+        *,
+        result: Any = None,
+        exception: BaseException | None = None,
     ) -> None:
         attempt = max(message.options.get("retries", 1) - 1, 0)
         job = self.jobs.get(message.message_id)
@@ -121,7 +126,7 @@ class TaskState(Middleware):
                 message, RETRY, encode_exception(exception), traceback=format_traceback(exception), retries=attempt
             )
 
-    def _succeed(self, message: Any, result: Any) -> None:
+    def _succeed(self, message: dramatiq.MessageProxy, result: Any) -> None:
         try:
             self.write(message, SUCCESS, result, retries=message.options.get("retries", 0))
         except (TypeError, ValueError) as exc:
@@ -129,7 +134,7 @@ class TaskState(Middleware):
             logger.error("task {}: {}", message.message_id, error)
             self.write(message, FAILURE, encode_exception(error))
 
-    def after_nack(self, broker: dramatiq.Broker, message: Any) -> None:
+    def after_nack(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
         # Dead-lettered without passing through the actor: unknown actor, age limit.
         exception = getattr(message, "_exception", None)
         if isinstance(exception, ActorNotFound):
