@@ -5,21 +5,30 @@ client) over 200 distinct 500-row previews with the cache off, and over repeated
 (cache hits); the throughput of 400 distinct previews submitted at once with default worker settings;
 peak worker RSS; then the serialiser alone at 500 and 50,000 rows against a row-by-row baseline.
 Every figure is printed; nothing is asserted. Ratios are old / new (above 1: rosetta-jobs is faster).
+
+Then the pickup phase, the same for three paths: the native ``JobClient`` and the Celery protocol (the
+backend's unchanged ``send_task``, moved by the Celery ingress) into the same rosetta-jobs worker, and
+``send_task`` to the Celery worker: the time from send to STARTED after 1-3 s of idleness (the first
+preview after a quiet spell), and the throughput of a burst of distinct previews.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import random
 import sys
 import time
+import uuid
 from collections.abc import Callable
 
+import redis
 from celery import Celery
 from celery.result import AsyncResult as CeleryResult
 
 import common  # bench/ is on sys.path when run as `python bench/run.py`
 from rosetta_jobs.client import JobClient
+from rosetta_jobs.layout import META_PREFIX
 
 Submit = Callable[[str | None], str]
 Wait = Callable[[str], dict]
@@ -73,19 +82,92 @@ def measure(name: str, submit_filter: Callable[[str | None], str], wait: Wait, a
     return {"cold": cold, "hits": hits, "idle": idle, "rate": rate, "rss": sampler.peak_total}
 
 
+def pickups(send: Callable[[str], None], results_db: int, count: int, rng: random.Random) -> list[float]:
+    """Send -> STARTED (seen on the meta channel), each after 1-3 s with nothing to do."""
+    results = redis.Redis.from_url(common.url(results_db))
+    values = []
+    for _ in range(count):
+        time.sleep(rng.uniform(1.0, 3.0))
+        task_id = str(uuid.uuid4())
+        pubsub = results.pubsub(ignore_subscribe_messages=True)
+        pubsub.subscribe(META_PREFIX + task_id)
+        started = time.perf_counter()
+        send(task_id)
+        deadline = started + 60
+        while True:
+            event = pubsub.get_message(timeout=1.0)  # None also for the (ignored) subscribe confirmation
+            assert time.perf_counter() < deadline, f"no STARTED for {task_id}"
+            if event is not None and json.loads(event["data"])["status"] != "PENDING":
+                values.append(time.perf_counter() - started)
+                break
+        pubsub.close()
+    results.close()
+    return values
+
+
+def pickup_phase(name: str, send: Callable[[str, str | None], None], wait: Wait, results_db: int,
+                 args: argparse.Namespace, base: int) -> dict[str, object]:  # fmt: skip
+    """Idle pickup and burst throughput of one path; ``send(task_id, filter_sql)``; filters from ``base`` on
+    (each path its own, so that no path hits the cache another filled)."""
+    rng = random.Random(7)
+    warm_up = str(uuid.uuid4())  # a backend's producer is long-lived: its first send opens connections
+    send(warm_up, _filter(base + 7_000))
+    wait(warm_up)
+    idle = pickups(lambda task_id: send(task_id, _filter(base + 8_000 + rng.randrange(1_000))), results_db,
+                   args.pickups, rng)  # fmt: skip
+
+    def submit(i: int) -> str:
+        task_id = str(uuid.uuid4())
+        send(task_id, _filter(base + i * 13))
+        return task_id
+
+    rate = throughput(submit, wait, args.burst)
+    print(f"{name:21} pickup after 1-3 s idle {common.summary(idle)}   burst of {args.burst}: {rate:6.1f} previews/s")
+    return {"idle": idle, "rate": rate}
+
+
+def celery_producer(broker_db: int, results_db: int) -> Celery:
+    """A producer configured as the backend's ``WorkerClient`` (spec 6.1)."""
+    app = Celery("rosetta_backend_producer", broker=common.url(broker_db), backend=common.url(results_db))
+    app.conf.update(task_serializer="json", result_serializer="json", accept_content=["json"], result_extended=True,
+                    task_track_started=True, broker_connection_retry_on_startup=False, broker_connection_retry=False,
+                    redis_retry_on_timeout=False)  # fmt: skip
+    return app
+
+
 def run_ours(args: argparse.Namespace, config_url: str, source_id: int, destination_id: int) -> dict[str, object]:
     process = common.dramatiq_worker({"DATABASE_URL": config_url}, name="bench-worker")
     client = JobClient(broker_url=common.url(common.BROKER_DB), result_backend_url=common.url(common.RESULTS_DB))
+    app = celery_producer(common.BROKER_DB, common.RESULTS_DB)
+    preview = "worker.preview.execute"
     try:
-        return measure(
+        figures = measure(
             "rosetta-jobs",
             lambda flt: client.submit_preview(None, source_id, destination_id, "events", flt),
             lambda task_id: client.result(task_id).get(timeout=120),
             args,
             process,
         )
+
+        def native(task_id: str, flt: str | None) -> None:
+            args_ = (None, source_id, destination_id, "events", flt, False)
+            client.send(preview, args_, queue_name="preview", task_id=task_id)
+
+        def send_task(task_id: str, flt: str | None) -> None:
+            app.send_task(preview, args=[None, source_id, destination_id, "events", flt], queue="preview",
+                          task_id=task_id)  # fmt: skip
+
+        if args.pickups:
+            figures["native"] = pickup_phase("rosetta-jobs native", native,
+                                             lambda task_id: client.result(task_id).get(timeout=120),
+                                             common.RESULTS_DB, args, 160_000)  # fmt: skip
+            figures["celery_protocol"] = pickup_phase("rosetta-jobs send_task", send_task,
+                                                      lambda task_id: CeleryResult(task_id, app=app).get(timeout=120),
+                                                      common.RESULTS_DB, args, 170_000)  # fmt: skip
+        return figures
     finally:
         process.stop()
+        app.close()
 
 
 def run_celery(args: argparse.Namespace, config_url: str, source_id: int, destination_id: int) -> dict[str, object]:
@@ -98,7 +180,7 @@ def run_celery(args: argparse.Namespace, config_url: str, source_id: int, destin
     process = common.Process(celery_args, env, "bench-celery", " ready.")
     app = Celery("backend", broker=env["CELERY_BROKER_URL"], backend=env["CELERY_RESULT_BACKEND"])
     try:
-        return measure(
+        figures = measure(
             "celery (old)",
             lambda flt: (
                 app.send_task(
@@ -109,6 +191,16 @@ def run_celery(args: argparse.Namespace, config_url: str, source_id: int, destin
             args,
             process,
         )
+
+        def send_task(task_id: str, flt: str | None) -> None:
+            app.send_task("worker.preview.execute", args=[None, source_id, destination_id, "events", flt],
+                          queue="preview", task_id=task_id)  # fmt: skip
+
+        if args.pickups:
+            figures["celery_worker"] = pickup_phase("celery (old) send_task", send_task,
+                                                    lambda task_id: CeleryResult(task_id, app=app).get(timeout=120),
+                                                    common.CELERY_RESULTS_DB, args, 180_000)  # fmt: skip
+        return figures
     finally:
         process.stop()
         app.close()
@@ -134,6 +226,21 @@ def ratios(old: dict[str, object], ours: dict[str, object]) -> None:
           f"peak RSS {number(old, 'rss') / number(ours, 'rss'):5.2f}x")  # fmt: skip
 
 
+def pickup_summary(ours: dict[str, object], old: dict[str, object] | None) -> None:
+    """The Celery protocol against the native path (target: p50 within 2 ms, throughput >= 80 %)."""
+    native, celery_path = ours.get("native"), ours.get("celery_protocol")
+    if not isinstance(native, dict) or not isinstance(celery_path, dict):
+        return
+    p50 = common.percentile(celery_path["idle"], 50) - common.percentile(native["idle"], 50)
+    share = celery_path["rate"] / native["rate"]
+    print(f"send_task into rosetta-jobs vs native: pickup p50 {p50 * 1000:+.1f} ms, throughput {share:.0%}")
+    worker = old.get("celery_worker") if old else None
+    if isinstance(worker, dict):
+        print(f"send_task into rosetta-jobs vs the Celery worker: pickup p50 "
+              f"{common.percentile(worker['idle'], 50) / common.percentile(celery_path['idle'], 50):.2f}x faster, "
+              f"throughput {celery_path['rate'] / worker['rate']:.2f}x")  # fmt: skip
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rows", type=int, default=200_000)
@@ -143,6 +250,7 @@ def main() -> int:
     parser.add_argument("--idle-seconds", type=float, default=2.0)
     parser.add_argument("--reseed", action="store_true")
     parser.add_argument("--skip-celery", action="store_true")
+    parser.add_argument("--pickups", type=int, default=20, help="idle pickups per path (0: skip the phase)")
     args = parser.parse_args()
 
     _, config_url, source_id, destination_id = common.seed(args.rows, reseed=args.reseed)
@@ -150,10 +258,12 @@ def main() -> int:
     print(f"source: {args.rows:,} rows x 12 columns; previews of 500 rows; defaults: dramatiq -p<cpus> -t8")
     try:
         ours = run_ours(args, config_url, source_id, destination_id)
+        old = None
         if not args.skip_celery:
             common.flush()
             old = run_celery(args, config_url, source_id, destination_id)
             ratios(old, ours)
+        pickup_summary(ours, old)
     finally:
         common.flush()
     print()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -234,7 +235,8 @@ def test_events_stream_every_state_change_then_close(
     with httpx.stream("GET", f"{service.url}/tasks/{task_id}/events", headers=AUTH, timeout=30) as response:
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
-        start_worker(wait=False)
+        # (the worker starts after a quiet spell longer than the 0.5 s keep-alive)
+        threading.Timer(1.5, start_worker, kwargs={"wait": False}).start()
         events, comments = _read_events(response)  # returns when the server closes the stream
 
     # Then every state arrives once, in order, progress with its meta, and the stream ends on SUCCESS

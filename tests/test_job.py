@@ -20,6 +20,7 @@ import pytest
 import redis
 from celery import Celery
 from celery.exceptions import TimeLimitExceeded
+from dramatiq import Message
 
 from rosetta_jobs.client import JobClient
 from rosetta_jobs.errors import JobCancelled, JobTimedOut
@@ -149,3 +150,42 @@ def test_wait_returns_early_and_raises_the_stop() -> None:
     assert time.monotonic() - began < 1.0
     # And the registry counts it as processed once it is removed
     assert jobs.remove("t") is job and jobs.processed == 1 and len(jobs) == 0
+
+
+def test_a_plain_dramatiq_actor_is_under_the_job_context_too(worker: WorkerProcess, client: JobClient) -> None:
+    # Given an actor declared with @dramatiq.actor, not job_actor
+    key = f"k-{uuid.uuid4().hex}"
+    # When it is sent with a time limit of 1 s
+    task_id = client.send("tests.plain_busy", (key, 60.0), options={"time_limit": 1000})
+    started = _started_at(key)
+    # Then it is stopped there, as a job_actor is
+    meta = _final(client, task_id)
+    assert meta["status"] == "FAILURE" and meta["result"]["exc_type"] == "TimeLimitExceeded"
+    assert _done_at(client, task_id) - started < 1 + 1.0
+
+
+def test_a_cancelled_job_does_not_continue_its_pipeline(worker: WorkerProcess, client: JobClient) -> None:
+    # Given a job whose success would enqueue the next step of a Dramatiq pipeline
+    key, next_key = f"k-{uuid.uuid4().hex}", f"k-{uuid.uuid4().hex}"
+    next_step = Message(queue_name="default", actor_name="tests.thread", args=(next_key,), kwargs={}, options={})
+    task_id = client.send("tests.busy", (key, 60.0), options={"pipe_target": next_step.asdict()})
+    _started_at(key)
+    # When it is cancelled
+    client.cancel(task_id)
+    wait_until(lambda: client.store.stopped_at(task_id) is not None, 10, "the job to stop")
+    # Then the next step never runs (the worker is idle and would have taken it at once)
+    _next_job_runs_on_the_same_thread(client)
+    counter = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=BROKER_DB)
+    assert counter.get(next_key) is None and client.store.get(next_step.message_id) is None
+
+
+def _final(client: JobClient, task_id: str) -> dict[str, Any]:
+    meta: dict[str, Any] = {}
+
+    def final() -> bool:
+        meta.clear()
+        meta.update(client.store.get(task_id) or {})
+        return meta.get("status") in ("SUCCESS", "FAILURE", "REVOKED")
+
+    wait_until(final, 20, f"{task_id} to end")
+    return meta

@@ -11,11 +11,13 @@ import uuid
 
 import dramatiq
 import redis
+from celery.states import READY_STATES
 from dramatiq import Message
 from dramatiq.brokers.redis import RedisBroker
 
 from rosetta_jobs import layout
-from rosetta_jobs.layout import DRAMATIQ_LAYOUT_VERSION, DramatiqKeys, Keys
+from rosetta_jobs.layout import DRAMATIQ_LAYOUT_VERSION, DramatiqKeys, Keys, script
+from rosetta_jobs.middleware.recovery import requeue_dead_workers
 from rosetta_jobs.states import FINAL_STATES, PENDING, PROGRESS, RETRY, STARTED
 
 from .conftest import BROKER_DB, redis_url
@@ -60,7 +62,34 @@ def test_dramatiq_keeps_its_messages_where_the_adapter_looks(broker_redis: redis
             broker_redis.delete(key)
 
 
-def test_every_lua_script_knows_the_final_states_from_python(results_redis: redis.Redis) -> None:
+def test_recovery_finds_a_dead_workers_messages_in_dramatiqs_keys(broker_redis: redis.Redis) -> None:
+    # Given a message that Dramatiq's own broker fetched (so it sits in that broker's acks set)
+    namespace = f"layout-{uuid.uuid4().hex[:8]}"
+    broker = RedisBroker(url=redis_url(BROKER_DB), namespace=namespace, middleware=[])
+    keys = DramatiqKeys(namespace)
+    broker.declare_queue("q")
+    try:
+        sent = broker.enqueue(Message(queue_name="q", actor_name="a", args=(), kwargs={}, options={}))
+        consumer = broker.consume("q", prefetch=1, timeout=1000)
+        assert next(consumer) is not None
+        assert broker_redis.llen(keys.queue("q")) == 0
+        # When that broker falls silent past the timeout and recovery runs
+        broker_redis.zadd(keys.heartbeats(), {broker.broker_id: 0})
+        requeued = requeue_dead_workers(script(broker_redis, "requeue_dead_workers"), keys, 1000, ["q"])
+        # Then the message is back at the head of its queue, and the dead broker's acks are gone
+        assert requeued == 1
+        assert broker_redis.lrange(keys.queue("q"), 0, -1) == [sent.options["redis_message_id"].encode()]
+        assert not broker_redis.exists(keys.acks(broker.broker_id, "q"))
+        consumer.close()
+    finally:
+        broker.close()
+        for key in broker_redis.scan_iter(match=f"{namespace}:*"):
+            broker_redis.delete(key)
+
+
+def test_every_lua_script_knows_celerys_final_states(results_redis: redis.Redis) -> None:
+    # Given Celery's own ready states, the ones after which AsyncResult stops waiting
+    assert frozenset(READY_STATES) == FINAL_STATES
     # Given a task meta in each state
     assert layout.lua_source("task_write").startswith(layout._header())
     check = results_redis.register_script(layout._header() + "return final_status(KEYS[1])")

@@ -21,7 +21,7 @@ from dramatiq import Message
 from . import codec
 from .broker import RosettaBroker
 from .config import Settings, get_settings
-from .contracts import PREVIEW
+from .contracts import PREVIEW, JobContract
 from .errors import BrokerUnavailable, TaskFailed, TaskTimeout
 from .limits import UserLimits
 from .redact import redact
@@ -102,6 +102,21 @@ class JobClient:
             self.limits.locate(user_id, message.message_id, queue_name, enqueued.options["redis_message_id"])
         return message.message_id
 
+    def submit(
+        self,
+        contract: JobContract,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        task_id: str | None = None,
+        options: Mapping[str, Any] | None = None,
+        user_id: str | None = None,
+    ) -> str:
+        """Enqueue the job of ``contract``, its arguments checked and put in the contract's order."""
+        bound = contract.bind(args, kwargs)
+        return self.send(contract.name, bound, queue_name=contract.queue, task_id=task_id, options=options,
+                         user_id=user_id)  # fmt: skip
+
     def submit_preview(
         self,
         sql: str | None,
@@ -116,8 +131,8 @@ class JobClient:
     ) -> str:
         """Enqueue a SQL preview with the Celery worker's positional arguments (``contracts.PREVIEW``)."""
         options = {"time_limit": int(time_limit * 1000)} if time_limit else None
-        args = PREVIEW.bind((sql, source_id, destination_id, table_name, filter_sql, include_profiling))
-        return self.send(PREVIEW.name, args, queue_name=PREVIEW.queue, options=options, user_id=user_id)
+        args = (sql, source_id, destination_id, table_name, filter_sql, include_profiling)
+        return self.submit(PREVIEW, args, options=options, user_id=user_id)
 
     def cancel(self, task_id: str) -> dict[str, Any]:
         """Cancel a job: if queued it never starts; if running, its query is interrupted.

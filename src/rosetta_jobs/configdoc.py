@@ -173,6 +173,8 @@ def _plain(value: Any) -> str:
 
 def default_text(info: FieldInfo) -> str:
     value = info.get_default(call_default_factory=True)
+    if isinstance(value, bool):
+        return f"`{str(value).lower()}`"
     return "unset" if value is None else f"`{_plain(value)}`"
 
 
@@ -182,6 +184,13 @@ def _literal_choices(annotation: Any) -> list[str]:
     if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
         return [c for arg in typing.get_args(annotation) for c in _literal_choices(arg)]
     return []
+
+
+_TYPE_WORDS: dict[Any, str] = {
+    bool: "boolean: `true`/`false` (also `1`/`0`, `yes`/`no`, `on`/`off`)",
+    int: "integer",
+    float: "number",
+}
 
 
 def constraint(name: str, info: FieldInfo) -> str:
@@ -208,8 +217,8 @@ def constraint(name: str, info: FieldInfo) -> str:
     choices = _literal_choices(info.annotation)
     if choices:
         parts.insert(0, "one of " + ", ".join(f"`{c}`" for c in choices))
-    elif info.annotation is int or info.annotation is float:
-        parts.insert(0, "integer" if info.annotation is int else "number")
+    elif info.annotation in _TYPE_WORDS:
+        parts.insert(0, _TYPE_WORDS[info.annotation])
     if name in _FORMATS:
         parts.append(_FORMATS[name])
     return "; ".join(parts) or "text"

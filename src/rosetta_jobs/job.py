@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import dramatiq
+from loguru import logger
 
 from .errors import JobCancelled, JobInterrupt, JobTimedOut
 
@@ -76,6 +77,8 @@ class Job:
     message: dramatiq.MessageProxy | None = field(default=None, repr=False)
     #: How the actor ended when it did not return or raise an error: ``"cancelled"``, or ``None``.
     outcome: str | None = None
+    #: Set by the first after-hook: the job is over, though still registered while the hooks run.
+    finished: bool = False
     _stopped: threading.Event = field(default_factory=threading.Event, repr=False)
     _stopped_by: type[JobInterrupt] | None = field(default=None, repr=False)
     _stopped_at: float = field(default=0.0, repr=False)
@@ -130,40 +133,43 @@ class Job:
             self._stoppers.append(stopper)
             reason = self._stopped_by
         if reason is not None:
-            stopper(reason)
+            _call_stopper(stopper, reason)
         try:
             yield
         finally:
             with self._lock:
                 self._stoppers.remove(stopper)
 
-    def popen(self, args: Sequence[str], **kwargs: Any) -> subprocess.Popen[Any]:
-        """Start a subprocess in a process group of its own, killed whole if the job is stopped."""
+    @contextlib.contextmanager
+    def popen(self, args: Sequence[str], **kwargs: Any) -> Iterator[subprocess.Popen[Any]]:
+        """A subprocess in a process group of its own, killed whole if the job is stopped meanwhile.
+
+        When the block ends the group is killed (children a finished parent left behind) and reaped,
+        before the stopper goes: a stop can never signal a process group id the system has reused.
+        """
         proc = subprocess.Popen(args, start_new_session=True, **kwargs)
 
-        def kill(reason: type[JobInterrupt]) -> None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)
+        def kill(reason: type[JobInterrupt] | None = None) -> None:
+            if proc.returncode is None:  # not reaped yet: the group id is still ours
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(proc.pid, signal.SIGKILL)
 
-        with self._lock:
-            self._stoppers.append(kill)
-            reason = self._stopped_by
-        if reason is not None:
-            kill(reason)
-        return proc
+        try:
+            with self.stoppable(kill), proc:
+                try:
+                    yield proc
+                finally:
+                    kill()
+        finally:
+            proc.wait()
 
     def run_subprocess(
         self, args: Sequence[str], *, input: str | bytes | None = None, **kwargs: Any
     ) -> subprocess.CompletedProcess[Any]:
         """``subprocess.run`` under the job's control: killed with its children on a stop or the deadline."""
-        proc = self.popen(args, stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs)  # fmt: skip
-        try:
+        stdin = subprocess.PIPE if input is not None else subprocess.DEVNULL
+        with self.popen(args, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs) as proc:
             stdout, stderr = proc.communicate(input)
-        finally:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)  # children left behind by a finished parent
-            proc.wait()
         self.check()
         return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
 
@@ -182,7 +188,7 @@ class Job:
             self._stopped_by, self._stopped_at = reason, time.monotonic()
             self._stopped.set()
             for stopper in list(self._stoppers):
-                stopper(reason)
+                _call_stopper(stopper, reason)
         return True
 
     def escalate(self, now: float) -> bool:
@@ -220,6 +226,14 @@ class Job:
             self._armed = False
             if self._sent:  # clear it if it is still pending: it must not fire in Dramatiq's code
                 ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(self.thread), None)
+
+
+def _call_stopper(stopper: Callable[[type[JobInterrupt]], object], reason: type[JobInterrupt]) -> None:
+    """A stopper that fails (DuckDB's ``interrupt()`` on a closed connection) must not stop the caller."""
+    try:
+        stopper(reason)
+    except Exception as exc:
+        logger.warning("a stopper of a job failed: {!r}; the stop goes on by escalation", exc)
 
 
 class RunningJobs:

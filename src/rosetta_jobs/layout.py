@@ -140,9 +140,12 @@ class DramatiqKeys:
         """The list of ready redis message ids."""
         return f"{self.namespace}:{queue_name}"
 
+    #: ``messages(q) == queue(q) + MESSAGES_SUFFIX``.
+    MESSAGES_SUFFIX = ".msgs"
+
     def messages(self, queue_name: str) -> str:
         """Payloads of ready *and* fetched-but-unacked messages, by redis message id."""
-        return f"{self.namespace}:{queue_name}.msgs"
+        return self.queue(queue_name) + self.MESSAGES_SUFFIX
 
     def delayed(self, queue_name: str) -> str:
         return self.queue(f"{queue_name}.DQ")
@@ -162,7 +165,7 @@ class DramatiqKeys:
         return f"{self.acks_prefix()}{broker_id}.{queue_name}"
 
     def acks_prefix(self) -> str:
-        """``acks(broker_id, queue) == acks_prefix() + broker_id + "." + queue``."""
+        """``acks(broker_id, queue) == acks_prefix() + broker_id + "." + queue`` (the Lua of recovery relies on it)."""
         return f"{self.namespace}:__acks__."
 
     def heartbeats(self) -> str:

@@ -6,7 +6,8 @@ Three forms are covered, in this order:
 2. URL userinfo, ``scheme://user:PASSWORD@host``: the password runs to the *last* ``@`` of the line, so an
    unencoded ``@``, ``:``, ``/``, ``%``, quote or space in it is removed too (too much is redacted
    rather than too little);
-3. ``password=...`` keywords (libpq conninfo, URL query parameters), quoted or not.
+3. ``password=...`` keywords (libpq conninfo, URL query parameters), quoted or not; an unquoted one
+   runs to the next white space, so ``&``, ``;`` and backslash escapes in it go too.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ _KEYWORD_FORMS = (
     # password='it\'s' (libpq quoting: backslash escapes) and password='it''s' (SQL quoting): quotes kept
     (re.compile(r"(password\s*=\s*)'(?:[^'\\]|\\.|'')*'", re.IGNORECASE), rf"\g<1>'{MASK}'"),
     (re.compile(r'(password\s*=\s*)"(?:[^"\\]|\\.|"")*"', re.IGNORECASE), rf'\g<1>"{MASK}"'),
-    (re.compile(r"(password\s*=\s*)(?!['\"]\*\*\*)[^\s&;'\"]+", re.IGNORECASE), rf"\g<1>{MASK}"),
+    # unquoted: up to white space, backslash escapes included (libpq), '&' and ';' too (too much, not too little)
+    (re.compile(r"(password\s*=\s*)(?!['\"]\*\*\*)(?:\\.|[^\s\\'\"])+", re.IGNORECASE), rf"\g<1>{MASK}"),
 )
 
 

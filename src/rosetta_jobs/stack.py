@@ -9,9 +9,10 @@ message before anyone else and after everyone else, and ``TaskState`` and ``Metr
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 
 import redis
-from dramatiq.middleware import AgeLimit, Callbacks, Middleware, Pipelines, Retries, ShutdownNotifications
+from dramatiq.middleware import AgeLimit, Middleware, Retries, ShutdownNotifications
 
 from .broker import RosettaBroker
 from .config import Settings, get_settings
@@ -19,7 +20,7 @@ from .consumer import Consumer
 from .contracts import CONTRACTS, JobContract
 from .ingress import celery_middleware
 from .job import RunningJobs
-from .middleware import Cancellation, JobContext, Recovery, TaskState, TimeLimit
+from .middleware import Callbacks, Cancellation, JobContext, Pipelines, Recovery, TaskState, TimeLimit
 from .middleware.heartbeat import Heartbeat
 from .middleware.metrics import Metrics
 from .store import TaskStore
@@ -40,13 +41,13 @@ class WorkerBroker(RosettaBroker):
         return redis.Redis(connection_pool=redis.ConnectionPool(**self.client.connection_pool.connection_kwargs))
 
 
-def time_limits(settings: Settings, contracts: dict[str, JobContract] | None = None) -> dict[str, int]:
-    """Each contract's default time limit in ms, from its setting where it names one."""
-    limits = {}
-    for contract in (contracts or CONTRACTS).values():
-        seconds = getattr(settings, contract.time_limit_setting) if contract.time_limit_setting else None
-        limits[contract.name] = int(seconds * 1000) if seconds else contract.time_limit_ms
-    return limits
+def time_limits(settings: Settings, contracts: Mapping[str, JobContract] = CONTRACTS) -> dict[str, int]:
+    """Time limits (ms) that settings give jobs, over their contracts' (``PREVIEW_TIME_LIMIT``, ...)."""
+    return {
+        contract.name: int(getattr(settings, contract.time_limit_setting) * 1000)
+        for contract in contracts.values()
+        if contract.time_limit_setting
+    }
 
 
 def build_middleware(settings: Settings) -> list[Middleware]:
@@ -60,8 +61,8 @@ def build_middleware(settings: Settings) -> list[Middleware]:
         JobContext(jobs=jobs, time_limits=time_limits(settings), progress_writer=task_state.write_progress),
         AgeLimit(),
         ShutdownNotifications(),
-        Callbacks(),
-        Pipelines(),
+        Callbacks(jobs=jobs),
+        Pipelines(jobs=jobs),
         # Heartbeat before TaskState: a task's lease exists before its STARTED, and outlives its final state.
         Heartbeat(
             client=store.client,

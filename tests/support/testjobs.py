@@ -113,3 +113,12 @@ def spin_duckdb(key: str, rows: int) -> int:
 def thread_id(key: str) -> int:
     _started(key)
     return threading.get_ident()
+
+
+@dramatiq.actor(actor_name="tests.plain_busy", queue_name="default")
+def plain_busy(key: str, seconds: float) -> None:
+    """A plain Dramatiq actor, not declared from a contract: the job context reaches it all the same."""
+    _started(key)
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        pass

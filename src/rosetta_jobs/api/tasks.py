@@ -9,14 +9,14 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..client import JobClient
+from ..contracts import ECHO
 from ..errors import BrokerUnavailable, UserLimitExceeded
 from ..states import FINAL_STATES, PENDING, SUCCESS, exception_message
 from .auth import require_api_key
 from .sse import task_events
 
-__all__ = ["ECHO_ACTOR", "MAX_TEST_SECONDS", "router"]
+__all__ = ["MAX_TEST_SECONDS", "router"]
 
-ECHO_ACTOR = "worker.test.echo"
 #: Longest echo job the test endpoint enqueues.
 MAX_TEST_SECONDS = 60.0
 
@@ -145,9 +145,7 @@ def submit_test(
             422, f"steps * step_seconds must be at most {MAX_TEST_SECONDS:g} s: a test job holds a thread"
         )
     try:
-        task_id = _client(request).send(
-            ECHO_ACTOR, (message,), {"steps": steps, "step_seconds": step_seconds}, user_id=user_id
-        )
+        task_id = _client(request).submit(ECHO, (message, steps, step_seconds), user_id=user_id)
     except UserLimitExceeded as exc:
         raise HTTPException(429, str(exc)) from exc
     except BrokerUnavailable as exc:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from .cancel import Cancellation
+from .chains import Callbacks, Pipelines
 from .context import JobContext, TimeLimit
 from .recovery import Recovery
 from .state import TaskState
 
-__all__ = ["Cancellation", "JobContext", "Recovery", "TaskState", "TimeLimit"]
+__all__ = ["Callbacks", "Cancellation", "JobContext", "Pipelines", "Recovery", "TaskState", "TimeLimit"]

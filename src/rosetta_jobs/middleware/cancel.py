@@ -35,7 +35,8 @@ class Cancellation(Middleware):
     def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         threading.Thread(target=self._poll, name="rosetta-cancel", daemon=True).start()
 
-    def before_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+    def after_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        # Not before: the jobs still running while the worker drains stay under control until they end.
         self._stopping.set()
 
     def after_process_message(
@@ -55,14 +56,21 @@ class Cancellation(Middleware):
 
     def _poll(self) -> None:
         while not self._stopping.wait(self.interval):
-            running = {job.id: job for job in self.jobs.snapshot() if not job.stopped}
-            if not running:
-                continue
             try:
-                flagged = self.store.cancel_requested(list(running))
-            except redis.RedisError as exc:
-                logger.warning("cannot read cancel flags: {}", exc)
-                continue
-            for task_id in flagged:
-                if running[task_id].stop(JobCancelled):
-                    logger.info("task {} cancelled while running; stopping it", task_id)
+                self._check()
+            except Exception:  # one bad pass must not end cancels for the process
+                logger.exception("cancel check failed")
+
+    def _check(self) -> None:
+        """Stop the running jobs of this process whose cancel flag is set."""
+        running = {job.id: job for job in self.jobs.snapshot() if not job.stopped}
+        if not running:
+            return
+        try:
+            flagged = self.store.cancel_requested(list(running))
+        except redis.RedisError as exc:
+            logger.warning("cannot read cancel flags: {}", exc)
+            return
+        for task_id in flagged:
+            if running[task_id].stop(JobCancelled):
+                logger.info("task {} cancelled while running; stopping it", task_id)

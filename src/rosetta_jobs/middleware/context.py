@@ -21,6 +21,7 @@ from dramatiq.common import q_name
 from dramatiq.middleware import Middleware
 from loguru import logger
 
+from ..actor import run_as_job
 from ..errors import JobTimedOut
 from ..job import Job, ProgressWriter, RunningJobs, set_current_job
 
@@ -33,7 +34,7 @@ DEFAULT_TIME_LIMIT_MS = 600_000
 class JobContext(Middleware):
     """Creates the ``Job`` of each message and keeps the process's registry of running jobs."""
 
-    actor_options = {"time_limit"}
+    actor_options = {"time_limit", "timed_out"}
 
     def __init__(
         self,
@@ -48,8 +49,12 @@ class JobContext(Middleware):
         self.default_time_limit = default_time_limit
         self.progress_writer = progress_writer
 
+    def before_declare_actor(self, broker: dramatiq.Broker, actor: dramatiq.Actor[Any, Any]) -> None:
+        # Every actor runs under its job, a plain @dramatiq.actor too (rosetta_jobs.actor).
+        actor.fn = run_as_job(actor.fn, timed_out=actor.options.get("timed_out"))
+
     def time_limit_ms(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> int | None:
-        """The message's ``time_limit`` option, else the contract's, else the actor's option, else the default."""
+        """The message's ``time_limit`` option, else the settings' (``time_limits``), else the actor's, else 10 min."""
         limit = message.options.get("time_limit") or self.time_limits.get(message.actor_name)
         if limit is None:
             actor = broker.actors.get(message.actor_name)
@@ -103,14 +108,18 @@ class TimeLimit(Middleware):
     def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         threading.Thread(target=self._watch, name="rosetta-time-limit", daemon=True).start()
 
-    def before_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+    def after_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        # Not before: the jobs still running while the worker drains stay under control until they end.
         self._stopping.set()
 
     def _watch(self) -> None:
         while not self._stopping.wait(self.interval):
             now = time.monotonic()
             for job in self.jobs.snapshot():
-                self.check(job, now)
+                try:
+                    self.check(job, now)
+                except Exception:  # one job's trouble must not end time limits for the process
+                    logger.exception("time-limit check of task {} failed", job.id)
 
     @staticmethod
     def check(job: Job, now: float) -> None:

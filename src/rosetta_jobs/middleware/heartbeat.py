@@ -96,10 +96,16 @@ class Heartbeat(Middleware):
         result: Any = None,
         exception: BaseException | None = None,
     ) -> None:
-        self._safe_beat(finished=message.message_id)
+        self._finish(message.message_id)
 
     def after_skip_message(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
-        self._safe_beat(finished=message.message_id)
+        self._finish(message.message_id)
+
+    def _finish(self, task_id: str) -> None:
+        job = self.jobs.get(task_id)
+        if job is not None:
+            job.finished = True  # a beat of the loop thread must not renew its lease any more
+        self._safe_beat(finished=task_id)
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):
@@ -122,7 +128,7 @@ class Heartbeat(Middleware):
 
     def _beat(self, finished: str | None) -> None:
         now = time.time()
-        jobs = [job for job in self.jobs.snapshot() if job.id != finished]
+        jobs = [job for job in self.jobs.snapshot() if job.id != finished and not job.finished]
         running = [{"task_id": j.id, "actor": j.actor, "queue": j.queue, "started_at": j.started_at} for j in jobs]
         ttl_ms = int(self.ttl * 1000)
         key = self.keys.worker(self.worker_id)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dramatiq
 import redis
@@ -26,10 +26,26 @@ from loguru import logger
 
 from ..layout import DramatiqKeys, script
 
-__all__ = ["Recovery"]
+if TYPE_CHECKING:
+    from redis.commands.core import Script
+
+__all__ = ["Recovery", "requeue_dead_workers"]
 
 #: Seconds to wait after Redis answers again before judging any worker dead.
 OUTAGE_GRACE = 8.0
+
+
+def requeue_dead_workers(script: Script, keys: DramatiqKeys, timeout_ms: int, queues: list[str]) -> int:
+    """Requeue, at the head of their queues, what the workers silent for ``timeout_ms`` had fetched."""
+    args: list[str | int] = [
+        int(time.time() * 1000),
+        timeout_ms,
+        keys.acks_prefix(),
+        keys.queue(""),
+        keys.MESSAGES_SUFFIX,
+        *queues,
+    ]
+    return int(script(keys=[keys.heartbeats()], args=args))
 
 
 class Recovery(Middleware):
@@ -55,16 +71,7 @@ class Recovery(Middleware):
                 continue
             queues = sorted(broker.get_declared_queues() | broker.get_declared_delay_queues())
             try:
-                requeued = requeue(
-                    keys=[keys.heartbeats()],
-                    args=[
-                        int(time.time() * 1000),
-                        broker.heartbeat_timeout,
-                        keys.acks_prefix(),
-                        keys.queue(""),
-                        *queues,
-                    ],
-                )
+                requeued = requeue_dead_workers(requeue, keys, broker.heartbeat_timeout, queues)
             except redis.RedisError as exc:
                 logger.warning("recovery check failed; will wait {} s after Redis answers again: {}", grace, exc)
                 not_before = time.monotonic() + grace

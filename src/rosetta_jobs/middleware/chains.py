@@ -1,0 +1,57 @@
+"""Dramatiq's ``Callbacks`` and ``Pipelines``, which do not continue a cancelled job.
+
+A cancelled job returns normally (``rosetta_jobs.actor``: a cancel is no failure), so Dramatiq's own
+middleware would call its ``on_success`` callback and enqueue the next step of its pipeline.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dramatiq
+from dramatiq import middleware
+
+from ..job import RunningJobs
+
+__all__ = ["Callbacks", "Pipelines"]
+
+
+class Callbacks(middleware.Callbacks):
+    def __init__(self, *, jobs: RunningJobs) -> None:
+        super().__init__()
+        self.jobs = jobs
+
+    def after_process_message(
+        self,
+        broker: dramatiq.Broker,
+        message: dramatiq.MessageProxy,
+        *,
+        result: Any = None,
+        exception: BaseException | None = None,
+    ) -> None:
+        if _cancelled(self.jobs, message):
+            return
+        super().after_process_message(broker, message, result=result, exception=exception)  # type: ignore[no-untyped-call]
+
+
+class Pipelines(middleware.Pipelines):
+    def __init__(self, *, jobs: RunningJobs) -> None:
+        super().__init__()
+        self.jobs = jobs
+
+    def after_process_message(
+        self,
+        broker: dramatiq.Broker,
+        message: dramatiq.MessageProxy,
+        *,
+        result: Any = None,
+        exception: BaseException | None = None,
+    ) -> None:
+        if _cancelled(self.jobs, message):
+            return
+        super().after_process_message(broker, message, result=result, exception=exception)  # type: ignore[no-untyped-call]
+
+
+def _cancelled(jobs: RunningJobs, message: dramatiq.MessageProxy) -> bool:
+    job = jobs.get(message.message_id)
+    return job is not None and job.outcome == "cancelled"
