@@ -236,8 +236,8 @@ def pickup_summary(ours: dict[str, object], old: dict[str, object] | None) -> No
     print(f"send_task into rosetta-jobs vs native: pickup p50 {p50 * 1000:+.1f} ms, throughput {share:.0%}")
     worker = old.get("celery_worker") if old else None
     if isinstance(worker, dict):
-        print(f"send_task into rosetta-jobs vs the Celery worker: pickup p50 "
-              f"{common.percentile(worker['idle'], 50) / common.percentile(celery_path['idle'], 50):.2f}x faster, "
+        print(f"send_task into rosetta-jobs vs the Celery worker (old/new): pickup p50 "
+              f"{common.percentile(worker['idle'], 50) / common.percentile(celery_path['idle'], 50):.2f}x, "
               f"throughput {celery_path['rate'] / worker['rate']:.2f}x")  # fmt: skip
 
 
