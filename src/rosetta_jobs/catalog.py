@@ -3,17 +3,21 @@
 The rows come from the backend's tables ``sources`` and ``destinations`` through a
 small psycopg pool, opened on first use so that a worker boots without the
 database. Rows are cached briefly *still encrypted* and decrypted on every call,
-so plaintext passwords live only as long as the config object a job holds.
+so plaintext passwords live only as long as the config object a job holds. Jobs
+that write to the config database (lineage, table lists, notifications) borrow
+the same kind of pool through ``Catalog.connection``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import os
 import re
 import threading
 import time
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import TYPE_CHECKING, Any
@@ -23,17 +27,19 @@ from psycopg import errors as pg_errors
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from .crypto import Cipher
-from .errors import ConfigError, PreviewError, TransientError
+from .errors import ConfigError, PreviewError, RosettaJobsError, TransientError
 from .redact import redact
 
 if TYPE_CHECKING:
     from .config import Settings
 
-__all__ = ["Catalog", "DestinationConfig", "SourceConfig", "config_schema_sql"]
+__all__ = ["Catalog", "DestinationConfig", "DestinationRecord", "SourceConfig", "config_schema_sql"]
 
 _SOURCE_SQL = "SELECT name, pg_host, pg_port, pg_database, pg_username, pg_password FROM sources WHERE id = %s"
 # Only what the preview needs: the destination's config (and its secrets) are not fetched.
 _DESTINATION_SQL = "SELECT name, type FROM destinations WHERE id = %s"
+# The whole row, for jobs that connect to the destination (its secrets are decrypted on demand only).
+_DESTINATION_RECORD_SQL = "SELECT name, type, config FROM destinations WHERE id = %s"
 
 #: Fingerprints are keyed per process: equal configs match within a worker, yet a
 #: fingerprint that leaks into a log cannot be used to guess a password offline.
@@ -96,6 +102,16 @@ class DestinationConfig:
     id: int
     name: str
     type: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class DestinationRecord:
+    """A destination's row as stored: ``config`` still holds encrypted tokens (``Catalog.decrypt`` them)."""
+
+    id: int
+    name: str
+    type: str
+    config: Mapping[str, Any] = field(repr=False)
 
 
 class Catalog:
@@ -182,6 +198,54 @@ class Catalog:
         name, kind = row
         return DestinationConfig(id=destination_id, name=name or "", type=kind or "")
 
+    def destination_record(self, destination_id: int) -> DestinationRecord | None:
+        """The destination's row, read now (not cached: a refresh must see edited credentials); ``None`` if absent."""
+        row = self._fetch(_DESTINATION_RECORD_SQL, destination_id)
+        if row is None:
+            return None
+        name, kind, config = row
+        return DestinationRecord(
+            id=destination_id, name=name or "", type=kind or "", config=config if isinstance(config, dict) else {}
+        )
+
+    def decrypt(self, token: str | None, *, owner: str) -> str:
+        """A backend AES-GCM token in plaintext (``""`` for none); ``owner`` names the row in the error."""
+        if not token:
+            return ""
+        if self.cipher is None:
+            raise PreviewError(
+                f"{owner} has an encrypted password but CREDENTIAL_ENCRYPTION_KEY is not set on this worker: "
+                "set it to the backend's key (32 bytes, raw or base64) and restart the worker"
+            )
+        return self.cipher.decrypt(token)
+
+    @contextlib.contextmanager
+    def connection(self) -> Iterator[psycopg.Connection[Any]]:
+        """A pooled autocommit connection to the config database; its driver errors come out as ours.
+
+        ``TransientError`` when the database cannot be reached or fails (a later attempt may succeed),
+        ``ConfigError`` when it has no Rosetta tables, ``RosettaJobsError`` when it refuses what was sent
+        (bad data, a constraint); messages never hold a password.
+        """
+        pool = self._get_pool()
+        try:
+            with pool.connection() as conn:
+                yield conn
+        except PoolTimeout:
+            raise self._unavailable() from None
+        except (pg_errors.UndefinedTable, pg_errors.UndefinedColumn) as exc:
+            raise ConfigError(
+                f"the config database {redact(self.database_url)} has no Rosetta tables "
+                f"({_scrub(exc)}): check that DATABASE_URL names the backend's config database"
+            ) from None
+        except (psycopg.DataError, psycopg.IntegrityError, psycopg.ProgrammingError) as exc:
+            raise RosettaJobsError(f"the config database {redact(self.database_url)} refused: {_scrub(exc)}") from None
+        except psycopg.Error as exc:
+            raise TransientError(
+                f"the config database {redact(self.database_url)} failed: {_scrub(exc)}; "
+                "check that PostgreSQL is running and reachable from this worker"
+            ) from None
+
     def close(self) -> None:
         """Close the pool and forget cached rows; a later lookup opens a new pool."""
         with self._pool_lock:
@@ -194,14 +258,7 @@ class Catalog:
     # -- internals -----------------------------------------------------------
 
     def _decrypt(self, source_id: int, token: str | None) -> str:
-        if not token:
-            return ""
-        if self.cipher is None:
-            raise PreviewError(
-                f"Source {source_id} has an encrypted password but CREDENTIAL_ENCRYPTION_KEY is not set on this "
-                "worker: set it to the backend's key (32 bytes, raw or base64) and restart the worker"
-            )
-        return self.cipher.decrypt(token)
+        return self.decrypt(token, owner=f"Source {source_id}")
 
     def _row(self, kind: str, sql: str, row_id: int) -> tuple[Any, ...] | None:
         key = (kind, row_id)
@@ -252,22 +309,8 @@ class Catalog:
             return self._pool
 
     def _fetch(self, sql: str, row_id: int) -> tuple[Any, ...] | None:
-        pool = self._get_pool()
-        try:
-            with pool.connection() as conn:
-                return conn.execute(sql, (row_id,)).fetchone()
-        except PoolTimeout:
-            raise self._unavailable() from None
-        except (pg_errors.UndefinedTable, pg_errors.UndefinedColumn) as exc:
-            raise ConfigError(
-                f"the config database {redact(self.database_url)} has no Rosetta tables "
-                f"({_scrub(exc)}): check that DATABASE_URL names the backend's config database"
-            ) from None
-        except psycopg.Error as exc:
-            raise TransientError(
-                f"the config database {redact(self.database_url)} failed: {_scrub(exc)}; "
-                "check that PostgreSQL is running and reachable from this worker"
-            ) from None
+        with self.connection() as conn:
+            return conn.execute(sql, (row_id,)).fetchone()
 
     def _unavailable(self) -> TransientError:
         """Explain a pool timeout: the server cannot be reached, or every connection is busy."""

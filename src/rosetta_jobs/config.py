@@ -194,6 +194,35 @@ class Settings(BaseSettings):
         description="Seconds between two queue-depth samples of the dashboard's chart.",
     )
 
+    # --- Backend jobs (worker.backend_job.run, rosetta_jobs/backend_jobs.py) --------------------------
+    backend_dir: str | None = Field(
+        None,
+        validation_alias=_env("BACKEND_DIR"),
+        description="The Rosetta backend's directory (the one holding app/worker_bridge/runner.py; /app/backend "
+        "in the Celery worker's image): worker.backend_job.run runs `python -m app.worker_bridge.runner` there. "
+        "Unset: backend jobs end FAILURE with a message saying so.",
+    )
+    backend_python: str | None = Field(
+        None,
+        validation_alias=_env("BACKEND_PYTHON"),
+        description="Interpreter of the backend runner; default BACKEND_DIR/.venv/bin/python if it exists, "
+        "else the worker's own.",
+    )
+    backend_job_time_limit: float = Field(
+        600.0,
+        gt=0,
+        validation_alias=_env("BACKEND_JOB_TIME_LIMIT"),
+        description="Seconds a backend job may run before its runner is killed with all its children "
+        "(the Celery worker had no limit).",
+    )
+    backend_extra_jobs: str | None = Field(
+        None,
+        validation_alias=_env("BACKEND_EXTRA_JOBS"),
+        description="Comma-separated job names a newer backend runner knows, added to the 14 of the spec; "
+        "any other name is refused before a runner is started.",
+    )
+    # --- end of backend jobs -----------------------------------------------------------------------
+
     # --- Celery ingress (rosetta_jobs/ingress.py, rosetta_jobs/pidbox.py) -----------------------------
     celery_ingress: bool = Field(
         True,
@@ -285,6 +314,11 @@ class Settings(BaseSettings):
         if self.retry_max_backoff_ms < self.retry_min_backoff_ms:
             raise ValueError("RETRY_MAX_BACKOFF_MS must be at least RETRY_MIN_BACKOFF_MS")
         return self
+
+    @property
+    def backend_extra_job_names(self) -> tuple[str, ...]:
+        """``BACKEND_EXTRA_JOBS`` as a tuple (backend jobs)."""
+        return tuple(name.strip() for name in (self.backend_extra_jobs or "").split(",") if name.strip())
 
     @property
     def celery_queue_names(self) -> tuple[str, ...]:

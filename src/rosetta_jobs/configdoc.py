@@ -71,6 +71,7 @@ _FORMATS = {
     "credential_encryption_key": "32 bytes: base64 of 32 bytes, or 32 raw UTF-8 bytes (the backend's rule)",
     "log_level": "case-insensitive",
     "log_format": "anything but `json` means `console`",
+    "backend_extra_jobs": "comma-separated job names",
 }
 
 

@@ -140,7 +140,12 @@ LINKED_TASK = JobContract(
     "worker.linked_task.execute", "default", _params("linked_task_id", "run_history_id"), time_limit_ms=3_600_000
 )
 BACKEND_JOB = JobContract(
-    "worker.backend_job.run", "default", _params("job_name", payload=None), time_limit_ms=600_000, retry="transient"
+    "worker.backend_job.run",
+    "default",
+    _params("job_name", payload=None),
+    time_limit_ms=600_000,
+    retry="transient",
+    time_limit_setting="backend_job_time_limit",
 )
 ECHO = JobContract(
     "worker.test.echo",

@@ -1,6 +1,6 @@
 """Where rosetta-jobs keeps things in Redis: every key name and every Lua script, in one place.
 
-Three families of keys, each with one owner:
+Four families of keys, each with one owner:
 
 - **Celery's** task meta, ``celery-task-meta-<id>`` on the result backend: the backend reads it, so its
   name is Celery's and carries no namespace (``TaskKeys.meta``).
@@ -10,6 +10,8 @@ Three families of keys, each with one owner:
 - **Dramatiq's** queues, ``<namespace>:<queue>...`` on the broker (``DramatiqKeys``): written by Dramatiq,
   read (and in a few places repaired) by us, through the one adapter below, which names the Dramatiq
   version its layout was taken from; ``tests/test_layout.py`` fails when Dramatiq's own layout moves.
+- **The backend's cache**, on ``REDIS_URL`` (db 0): keys the Rosetta backend reads and the worker fills,
+  spelled as the backend spells them (``BackendKeys``).
 
 Lua scripts live in ``lua/*.lua`` and are loaded with ``script(client, name)``. Each is prefixed with a
 header generated from ``states.FINAL_STATES``, so the set of final states is written once, in Python.
@@ -32,6 +34,7 @@ __all__ = [
     "KOMBU_LAYOUT_VERSION",
     "META_PREFIX",
     "OPS_PREFIX",
+    "BackendKeys",
     "DramatiqKeys",
     "Keys",
     "KombuKeys",
@@ -128,6 +131,15 @@ class Keys:
     def celery_moved(self, task_id: str) -> str:
         """Set when a Celery task id was enqueued for Dramatiq: a second copy of it is not enqueued again."""
         return self._key("celery-moved", task_id)
+
+
+class BackendKeys:
+    """Keys of the Rosetta backend's cache (``REDIS_URL``): the backend reads them, so the names are its own."""
+
+    @staticmethod
+    def destination_tables(destination_id: int) -> str:
+        """The JSON list of a destination's tables; ``DestinationService.get_table_list`` prefers it to the DB."""
+        return f"destination:{destination_id}:tables"
 
 
 class DramatiqKeys:

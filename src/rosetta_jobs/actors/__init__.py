@@ -14,6 +14,6 @@ configure_logging()
 broker = build_broker()
 dramatiq.set_broker(broker)
 
-from . import preview, test  # noqa: E402  (actors must be declared after the broker)
+from . import backend_job, destination_tables, lineage, preview, test  # noqa: E402  (actors must be declared after the broker)
 
-__all__ = ["broker", "preview", "test"]
+__all__ = ["backend_job", "broker", "destination_tables", "lineage", "preview", "test"]

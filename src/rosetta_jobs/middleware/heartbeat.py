@@ -57,14 +57,17 @@ class Heartbeat(Middleware):
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+    def before_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        # Before the worker threads start: a job they take before ``after_worker_boot`` beats as this process.
         self.worker_id = f"{self.hostname}:{os.getpid()}"
         self.threads = int(worker.worker_threads)
         wanted = worker.consumer_whitelist or None
         self.queues = sorted({q_name(q) for q in broker.get_declared_queues() if wanted is None or q_name(q) in wanted})
         self.started_at = time.time()
+
+    def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         self._stop.clear()
-        self.beat()  # visible at once, not one interval later
+        self._safe_beat()  # visible at once, not one interval later
         self._thread = threading.Thread(target=self._loop, name="rosetta-heartbeat", daemon=True)
         self._thread.start()
 
@@ -112,6 +115,8 @@ class Heartbeat(Middleware):
             self._safe_beat()
 
     def _safe_beat(self, *, finished: str | None = None) -> None:
+        if not self.worker_id:  # not booted (a middleware used outside a worker)
+            return
         try:
             self.beat(finished=finished)
         except redis.RedisError as exc:

@@ -1,0 +1,1 @@
+"""The backend's worker bridge (stand-in)."""
