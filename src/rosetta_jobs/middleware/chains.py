@@ -16,7 +16,9 @@ from ..job import RunningJobs
 __all__ = ["Callbacks", "Pipelines"]
 
 
-class Callbacks(middleware.Callbacks):
+class _NotAfterCancel(middleware.Middleware):
+    """Runs the parent's ``after_process_message`` unless the job was cancelled."""
+
     def __init__(self, *, jobs: RunningJobs) -> None:
         super().__init__()
         self.jobs = jobs
@@ -29,29 +31,15 @@ class Callbacks(middleware.Callbacks):
         result: Any = None,
         exception: BaseException | None = None,
     ) -> None:
-        if _cancelled(self.jobs, message):
+        job = self.jobs.get(message.message_id)
+        if job is not None and job.outcome == "cancelled":
             return
-        super().after_process_message(broker, message, result=result, exception=exception)  # type: ignore[no-untyped-call]
+        super().after_process_message(broker, message, result=result, exception=exception)
 
 
-class Pipelines(middleware.Pipelines):
-    def __init__(self, *, jobs: RunningJobs) -> None:
-        super().__init__()
-        self.jobs = jobs
-
-    def after_process_message(
-        self,
-        broker: dramatiq.Broker,
-        message: dramatiq.MessageProxy,
-        *,
-        result: Any = None,
-        exception: BaseException | None = None,
-    ) -> None:
-        if _cancelled(self.jobs, message):
-            return
-        super().after_process_message(broker, message, result=result, exception=exception)  # type: ignore[no-untyped-call]
+class Callbacks(_NotAfterCancel, middleware.Callbacks):
+    pass
 
 
-def _cancelled(jobs: RunningJobs, message: dramatiq.MessageProxy) -> bool:
-    job = jobs.get(message.message_id)
-    return job is not None and job.outcome == "cancelled"
+class Pipelines(_NotAfterCancel, middleware.Pipelines):
+    pass
