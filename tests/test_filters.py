@@ -244,10 +244,30 @@ def test_legacy_spec_vector_each_part_parenthesised() -> None:
 def test_legacy_part_with_comment_cannot_swallow_the_rest() -> None:
     # Given a legacy part ending in a line comment
     # When it is translated
-    result = where_clause("status = 'A' -- only A; amount > 1")
+    result = where_clause("status = 'A' -- only A\n; amount > 1")
     # Then the comment ends before the closing parenthesis
     assert result == " WHERE (status = 'A' -- only A\n) AND (amount > 1)"
     assert_one_condition(result)
+
+
+@pytest.mark.parametrize(
+    ("filter_sql", "parts"),
+    [
+        ("name = 'a;b'; amount > 1", ("name = 'a;b'", "amount > 1")),
+        ('"odd;name" = 1;id = 2', ('"odd;name" = 1', "id = 2")),
+        ("name = $$x;y$$ ; id = 2", ("name = $$x;y$$", "id = 2")),
+        ("id = 1 /* a; /* b; */ c; */ ; id < 5", ("id = 1 /* a; /* b; */ c; */", "id < 5")),
+        ("status = 'A' -- no split; here", ("status = 'A' -- no split; here",)),
+    ],
+    ids=["string", "quoted-name", "dollar-string", "nested-comment", "line-comment"],
+)
+def test_legacy_filter_is_split_on_semicolon_tokens(filter_sql: str, parts: tuple[str, ...]) -> None:
+    # Given a legacy filter with ';' inside strings, names or comments
+    # When it is translated
+    result = build_filter(filter_sql)
+    # Then only the ';' tokens split it: a literal keeps its ';'
+    assert result.sql_parts == parts
+    assert_one_condition(result.where)
 
 
 @pytest.mark.parametrize(

@@ -43,6 +43,10 @@ def check(sql: str) -> None:
         "SELECT * FROM orders; -- the end",
         'SELECT "delete" FROM orders',
         "SELECT created_at, updated_at FROM orders",
+        "FROM orders",
+        "FROM orders SELECT id, amount",
+        "UNPIVOT orders ON name, status INTO NAME k VALUE v",
+        "/* outer /* inner DROP */ still DELETE a comment */ SELECT 1 FROM orders",
     ],
 )
 def test_layer1_allows_ordinary_select(sql: str) -> None:
@@ -77,7 +81,8 @@ def test_layer1_allows_ordinary_select(sql: str) -> None:
         ("INSTALL httpfs", "SQL must be a single SELECT query"),
         ("LOAD httpfs", "SQL must be a single SELECT query"),
         ("EXPLAIN SELECT 1", "SQL must be a single SELECT query"),
-        ("FROM orders", "SQL must be a single SELECT query"),
+        ("PIVOT orders ON status USING sum(amount)", "SQL must be a single SELECT query"),
+        ("SELECT * INTO NAME FROM orders", "SQL contains forbidden keyword: INTO."),
         ("-- nothing but a comment", "SQL contains no statement."),
     ],
 )

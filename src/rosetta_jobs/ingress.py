@@ -71,10 +71,10 @@ from .celery_wire import CeleryTask, MalformedMessage, decode_task, reroute
 from .config import Settings
 from .job import RunningJobs
 from .layout import DramatiqKeys, Keys, KombuKeys, script
-from .states import FAILURE, REVOKED, build_meta
+from .states import FAILURE, REVOKED, build_meta, celery_exception, revoked_exception
 from .store import TaskStore
 
-__all__ = ["MOVED_TTL", "CeleryIngress", "celery_middleware", "expired_exception", "not_registered_exception"]
+__all__ = ["MOVED_TTL", "CeleryIngress", "celery_middleware"]
 
 #: Seconds a handed-over task id is remembered, so that a second copy of it is not run: longer than
 #: kombu's ``visibility_timeout`` (3600 s), after which a Celery worker beside us would restore one.
@@ -83,20 +83,6 @@ MOVED_TTL = 2 * 3600
 BLOCK_SECONDS = 1.0
 #: Seconds between two checks for the in-flight lists of dead processes.
 GIVE_BACK_INTERVAL = 2.0
-
-
-def not_registered_exception(name: str) -> dict[str, Any]:
-    """What a Celery worker stores for a task name it does not know."""
-    return {"exc_type": "NotRegistered", "exc_message": [name], "exc_module": "celery.exceptions"}
-
-
-def expired_exception() -> dict[str, Any]:
-    """What a Celery worker stores for a task whose ``expires`` passed before it ran."""
-    return {"exc_type": "TaskRevokedError", "exc_message": ["expired"], "exc_module": "celery.exceptions"}
-
-
-def _invalid_exception(reason: str) -> dict[str, Any]:
-    return {"exc_type": "InvalidTaskError", "exc_message": [reason], "exc_module": "celery.exceptions"}
 
 
 @dataclass
@@ -192,7 +178,7 @@ class CeleryIngress(Middleware):
     def before_process_message(self, broker: dramatiq.Broker, message: Any) -> None:
         expires = message.options.get("celery_expires")
         if expires is not None and expires <= time.time() * 1000:
-            meta = self._meta(message.message_id, REVOKED, expired_exception(), name=message.actor_name,
+            meta = self._meta(message.message_id, REVOKED, revoked_exception("expired"), name=message.actor_name,
                               args=message.args, kwargs=message.kwargs, queue=q_name(message.queue_name))  # fmt: skip
             self.store.write(meta)
             logger.info("task {} expired while queued; not run (REVOKED, as Celery does)", message.message_id)
@@ -248,7 +234,7 @@ class CeleryIngress(Middleware):
                               note=f"task {task.id} ({task.name}) called wrongly: {exc}; dead-lettered")  # fmt: skip
         kwargs = {} if contract else task.kwargs
         if task.expires is not None and task.expires.timestamp() <= now:
-            meta = self._meta(task.id, REVOKED, expired_exception(), **meta_fields)
+            meta = self._meta(task.id, REVOKED, revoked_exception("expired"), **meta_fields)
             return _Step(raw, "drop", task.id, meta=meta, note=f"task {task.id} expired before it ran (REVOKED)")
         options: dict[str, Any] = {"redis_message_id": str(uuid.uuid4())}
         if task.time_limit_ms:
@@ -277,7 +263,7 @@ class CeleryIngress(Middleware):
             note = f"task {task.id} ({task.name}) is served by no actor here; moved to kombu list {target}"
             return _Step(raw, "forward", task.id, list_key=self.kombu.queue(target, task.priority),
                          payload=reroute(raw, target), note=note)  # fmt: skip
-        meta = self._meta(task.id, FAILURE, not_registered_exception(task.name))
+        meta = self._meta(task.id, FAILURE, celery_exception("NotRegistered", task.name))
         note = f"task {task.id}: no actor is named {task.name!r} (NotRegistered); dead-lettered"
         return self._dead(queue, raw, task, meta=meta, now=now, note=note)
 
@@ -298,7 +284,7 @@ class CeleryIngress(Middleware):
 
     def _malformed(self, queue: str, raw: bytes, exc: MalformedMessage) -> _Step:
         redis_id = str(uuid.uuid4())
-        meta = self._meta(exc.task_id, FAILURE, _invalid_exception(str(exc))) if exc.task_id else None
+        meta = self._meta(exc.task_id, FAILURE, celery_exception("InvalidTaskError", str(exc))) if exc.task_id else None
         return _Step(raw, "dead", exc.task_id, list_key=self.dramatiq.dead(queue),
                      hash_key=self.dramatiq.dead_messages(queue), member=redis_id, payload=raw, meta=meta,
                      note=f"undecodable Celery message on kombu list {queue} ({exc}); dead-lettered as {redis_id} in "

@@ -26,6 +26,7 @@ __all__ = [
     "STARTED",
     "SUCCESS",
     "build_meta",
+    "celery_exception",
     "encode_exception",
     "exception_message",
     "revoked_exception",
@@ -61,7 +62,7 @@ def encode_exception(exc: BaseException) -> dict[str, Any]:
     unchanged ``AsyncResult`` rebuilds from ``celery.exceptions``.
     """
     if isinstance(exc, JobTimedOut):
-        return {"exc_type": "TimeLimitExceeded", "exc_message": [str(exc)], "exc_module": "celery.exceptions"}
+        return celery_exception("TimeLimitExceeded", str(exc))
     return {
         "exc_type": type(exc).__qualname__,
         "exc_message": [_jsonable(arg) for arg in exc.args],
@@ -69,9 +70,14 @@ def encode_exception(exc: BaseException) -> dict[str, Any]:
     }
 
 
-def revoked_exception() -> dict[str, Any]:
-    """The exception Celery stores for a revoked task."""
-    return {"exc_type": "TaskRevokedError", "exc_message": ["revoked"], "exc_module": "celery.exceptions"}
+def celery_exception(exc_type: str, *args: Any) -> dict[str, Any]:
+    """One of ``celery.exceptions``, encoded: an unchanged ``AsyncResult`` rebuilds the real class."""
+    return {"exc_type": exc_type, "exc_message": list(args), "exc_module": "celery.exceptions"}
+
+
+def revoked_exception(reason: str = "revoked") -> dict[str, Any]:
+    """What Celery stores for a revoked task (``expired`` when its ``expires`` passed before it ran)."""
+    return celery_exception("TaskRevokedError", reason)
 
 
 def exception_message(result: Any) -> str:

@@ -30,6 +30,7 @@ from ..states import (
     STARTED,
     SUCCESS,
     build_meta,
+    celery_exception,
     encode_exception,
     format_traceback,
     revoked_exception,
@@ -138,11 +139,7 @@ class TaskState(Middleware):
         # Dead-lettered without passing through the actor: unknown actor, age limit.
         exception = getattr(message, "_exception", None)
         if isinstance(exception, ActorNotFound):
-            encoded = {
-                "exc_type": "NotRegistered",
-                "exc_message": [message.actor_name],
-                "exc_module": "celery.exceptions",
-            }
+            encoded = celery_exception("NotRegistered", message.actor_name)
         elif exception is not None:
             encoded = encode_exception(exception)
         else:

@@ -1,9 +1,10 @@
 """``filter_sql`` to a WHERE clause (spec 2.5, 12.8), with nothing of the user's text reaching SQL unquoted.
 
 v2 JSON is translated with whitelisted operators and logic words, double-quoted identifiers and
-single-quoted literals. The legacy form is SQL text by definition: it is only parenthesised here,
-and handed back as ``Filter.sql_parts`` so that ``build_statement`` holds each part to the sandbox
-(this module only translates; it never imports the sandbox).
+single-quoted literals. The legacy form is SQL text by definition: it is split on its ``;`` tokens (not
+characters: a ``;`` in a string stays) and parenthesised here, and handed back as ``Filter.sql_parts`` so
+that ``build_statement`` holds each part to the sandbox (this module only translates; it never imports
+the sandbox).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from rosetta_jobs.errors import PreviewError
+
+from .parsing import split_text
 
 __all__ = ["LOGIC_WORDS", "OPERATORS", "Filter", "build_filter", "quote_identifier", "quote_literal", "where_clause"]
 
@@ -81,8 +84,8 @@ def _v2(text: str) -> dict[str, Any] | None:
 
 
 def _legacy_parts(text: str) -> tuple[str, ...]:
-    """Spec 2.5: split on ``;``, stripped, empty parts dropped."""
-    return tuple(part.strip() for part in text.split(";") if part.strip())
+    """Spec 2.5: split on ``;``, stripped, empty parts dropped; a ``;`` inside a string or comment is no split."""
+    return tuple(part.strip() for part in split_text(text) if part.strip())
 
 
 def _v2_condition(spec: dict[str, Any]) -> str:

@@ -27,16 +27,20 @@ CTE_NAME = "filtered_source"
 RESULT_ALIAS = "result_sql"
 
 
-def build_statement(request: PreviewRequest, *, source_alias: str) -> str:
-    """The final SQL for ``request``, with layers 1 and 2 applied to exactly this text."""
+def build_statement(request: PreviewRequest, *, source_alias: str, table: TableRef | None = None) -> str:
+    """The final SQL for ``request``, with layers 1 and 2 applied to exactly this text.
+
+    ``table`` is the previewed table as the source spells it (``identity.resolve_table``); without it,
+    ``request.table_name`` is taken as written and assumed to have no case variants in the source.
+    """
+    request.check_input()
     try:
-        return _build(request, source_alias)
+        return _build(request, source_alias, table or parse_table_name(request.table_name))
     except RecursionError:
         raise PreviewError("SQL is nested too deeply to preview; simplify the query.") from None
 
 
-def _build(request: PreviewRequest, source_alias: str) -> str:
-    table = parse_table_name(request.table_name)
+def _build(request: PreviewRequest, source_alias: str, table: TableRef) -> str:
     limit = _row_limit(request.row_limit)
     row_filter = build_filter(request.filter_sql)
     for part in row_filter.sql_parts:
@@ -79,16 +83,20 @@ def _rewrite(sql: str, table: TableRef, source_alias: str) -> str:
 
 
 def _is_previewed(node: dict[str, Any], scope: frozenset[str], table: TableRef, source_alias: str) -> bool:
-    """``orders`` (unless a CTE of that name is in scope), ``public.orders``, ``<alias>.[public.]orders``."""
-    catalog, schema, name = (lower_ascii(str(node.get(k) or "")) for k in ("catalog_name", "schema_name", "table_name"))
-    if name != lower_ascii(table.name):
-        return False
-    alias, table_schema = lower_ascii(source_alias), lower_ascii(table.schema)
+    """``orders`` (unless a CTE of that name is in scope), ``public.orders``, ``<alias>.[public.]orders``.
+
+    Each part must bind to the previewed table itself (``TableRef.names``), never to a case variant of it:
+    what is not rewritten here is left for ``check_statement`` to refuse.
+    """
+    catalog, schema, name = (str(node.get(k) or "") for k in ("catalog_name", "schema_name", "table_name"))
+    alias = lower_ascii(source_alias)
     if catalog:
-        return catalog == alias and schema == table_schema
+        return lower_ascii(catalog) == alias and table.names(schema, name)
     if not schema:
-        return name not in scope
-    return schema == table_schema or (schema == alias and table_schema == "public")
+        return lower_ascii(name) not in scope and table.names(table.schema, name)
+    if lower_ascii(schema) == alias and table.schema == "public":
+        return table.names("public", name)
+    return table.names(schema, name)
 
 
 def _strip(value: Any) -> Any:

@@ -77,10 +77,12 @@ def check_tokens(sql: str) -> None:
 
 
 def _check_words(tokens: list[Any]) -> None:
+    unpivot = False
     for index, token in enumerate(tokens):
         word = token.normalized.upper()
         is_word = token.ttype in T.Keyword or token.ttype in T.Name  # sqlparse calls EXPORT a name
-        if is_word and word in FORBIDDEN_KEYWORDS and not (word == "REPLACE" and _is_call(tokens, index)):
+        unpivot = unpivot or (is_word and word == "UNPIVOT")
+        if is_word and word in FORBIDDEN_KEYWORDS and not _is_select_feature(tokens, index, word, unpivot=unpivot):
             raise PreviewError(f"SQL contains forbidden keyword: {word}. Preview only supports SELECT queries.")
     for index, token in enumerate(tokens):
         name = _name_of(token)
@@ -88,6 +90,15 @@ def _check_words(tokens: list[Any]) -> None:
             raise PreviewError(
                 f"SQL contains forbidden function: {name}. File access and HTTP functions are not allowed in preview."
             )
+
+
+def _is_select_feature(tokens: list[Any], index: int, word: str, *, unpivot: bool) -> bool:
+    """``replace(...)``, ``* REPLACE (...)`` and ``UNPIVOT ... INTO NAME k VALUE v`` are SELECTs, not statements."""
+    if word == "REPLACE":
+        return _is_call(tokens, index)
+    if word == "INTO" and unpivot:
+        return index + 1 < len(tokens) and str(tokens[index + 1].normalized).upper() == "NAME"
+    return False
 
 
 def _is_call(tokens: list[Any], index: int) -> bool:
@@ -133,7 +144,11 @@ def allowed_functions() -> frozenset[str]:
 
 
 def check_statement(tree: dict[str, Any], *, source_alias: str, table: TableRef) -> None:
-    """Allow one SELECT reading only ``<alias>.<schema>.<table>`` and CTEs in scope, calling allow-listed functions."""
+    """Allow one SELECT reading only ``<alias>.<schema>.<table>`` and CTEs in scope, calling allow-listed functions.
+
+    A reference to the source must bind to ``table`` itself (``TableRef.names``): a relation whose name differs
+    only in letter case (``"ORDERS"`` beside ``orders``, or ``"PUBLIC".orders``) is another table.
+    """
     statements = tree.get("statements") or []
     if len(statements) != 1:
         raise PreviewError(_one_statement_message(len(statements)))
@@ -143,12 +158,11 @@ def check_statement(tree: dict[str, Any], *, source_alias: str, table: TableRef)
     root = statement.get("node") or {}
     if root.get("type") not in ("SELECT_NODE", "SET_OPERATION_NODE"):
         raise PreviewError("Preview only supports SELECT queries.")
-    source = (lower_ascii(source_alias), lower_ascii(table.schema), lower_ascii(table.name))
     for node, scope in iter_nodes(root):
-        _check_node(node, scope, source, table)
+        _check_node(node, scope, source_alias, table)
 
 
-def _check_node(node: dict[str, Any], scope: frozenset[str], source: tuple[str, str, str], table: TableRef) -> None:
+def _check_node(node: dict[str, Any], scope: frozenset[str], source: str, table: TableRef) -> None:
     if "class" in node:
         _check_expression(node)
         return
@@ -193,12 +207,14 @@ def _check_expression(node: dict[str, Any]) -> None:
         )
 
 
-def _check_table(node: dict[str, Any], scope: frozenset[str], source: tuple[str, str, str], table: TableRef) -> None:
+def _check_table(node: dict[str, Any], scope: frozenset[str], source: str, table: TableRef) -> None:
     catalog, schema, name = (str(node.get(k) or "") for k in ("catalog_name", "schema_name", "table_name"))
-    key = (lower_ascii(catalog), lower_ascii(schema), lower_ascii(name))
     if node.get("at_clause"):
         raise PreviewError("AT (time travel) clauses are not allowed in a preview.")
-    if (not catalog and not schema and key[2] in scope) or key == source:
+    if not catalog and not schema and lower_ascii(name) in scope:
+        return
+    # The catalog is the attached source: its alias is ours, lower case, and no other catalog folds to it.
+    if catalog and lower_ascii(catalog) == lower_ascii(source) and table.names(schema, name):
         return
     written = ".".join(p for p in (catalog, schema, name) if p)
     if any(ch in name for ch in "/\\:") or "." in name:
