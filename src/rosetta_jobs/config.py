@@ -129,6 +129,38 @@ class Settings(BaseSettings):
         description="Memory all DuckDB sessions of one worker process may use together; "
         "memory_limit is lowered to budget / DUCKDB_MAX_CONCURRENT when it would not fit.",
     )
+    # --- preview bounds (issue 12: preview/executor.py, preview/bounds.py, preview/identity.py) ----------------
+    preview_memory_headroom: str = Field(
+        "512MB",
+        validation_alias=_env("PREVIEW_MEMORY_HEADROOM"),
+        description="Memory a preview's executor process may use beyond DuckDB's memory_limit (its interpreter, "
+        "attached sessions, Arrow and the result's JSON): the process's hard bound is the two together, enforced by "
+        "RLIMIT_DATA and an RSS watchdog; past it the preview ends with 'used more than N MB'.",
+    )
+    preview_max_result_bytes: str = Field(
+        "4MB",
+        validation_alias=_env("PREVIEW_MAX_RESULT_BYTES"),
+        description="Largest preview result (its JSON, as stored in Redis); a larger one is a preview error "
+        "naming this limit, and nothing of it is stored.",
+    )
+    preview_max_cell_bytes: str = Field(
+        "1MB",
+        validation_alias=_env("PREVIEW_MAX_CELL_BYTES"),
+        description="Largest text or binary value in a preview result, at any depth of a nested value.",
+    )
+    preview_max_sql_bytes: str = Field(
+        "100KB",
+        validation_alias=_env("PREVIEW_MAX_SQL_BYTES"),
+        description="Largest sql and filter_sql (UTF-8 bytes, each) a preview accepts; checked before any parsing.",
+    )
+    preview_schemas: str | None = Field(
+        None,
+        validation_alias=_env("PREVIEW_SCHEMAS"),
+        description="Comma-separated schemas of a source whose tables and views may be previewed (exact names); "
+        "unset: every schema but the system ones (pg_catalog, information_schema, pg_toast, pg_*), which are "
+        "never previewable.",
+    )
+    # --- end of preview bounds ----------------------------------------------------------------------------------
 
     # Retries and time limits
     max_retries: int = Field(3, ge=0, le=20, validation_alias=_env("MAX_RETRIES"))
@@ -300,6 +332,14 @@ class Settings(BaseSettings):
         parse_size(value)
         return value
 
+    @field_validator("preview_memory_headroom", "preview_max_result_bytes", "preview_max_cell_bytes",
+                     "preview_max_sql_bytes")  # fmt: skip
+    @classmethod
+    def _preview_size(cls, value: str) -> str:
+        if parse_size(value) < 1024:
+            raise ValueError(f"{value!r} is too small; write it like 4MB or 100KB")
+        return value
+
     @field_validator("credential_encryption_key")
     @classmethod
     def _key(cls, value: str | None) -> str | None:
@@ -324,6 +364,11 @@ class Settings(BaseSettings):
     def celery_queue_names(self) -> tuple[str, ...]:
         """``CELERY_QUEUES`` as a tuple (Celery ingress)."""
         return tuple(name.strip() for name in self.celery_queues.split(",") if name.strip())
+
+    @property
+    def preview_schema_names(self) -> tuple[str, ...]:
+        """``PREVIEW_SCHEMAS`` as a tuple; empty: every schema but the system ones."""
+        return tuple(name.strip() for name in (self.preview_schemas or "").split(",") if name.strip())
 
     @property
     def duckdb_memory_limit_bytes(self) -> int:

@@ -137,6 +137,12 @@ class BackendKeys:
     """Keys of the Rosetta backend's cache (``REDIS_URL``): the backend reads them, so the names are its own."""
 
     @staticmethod
+    def preview(digest: str) -> str:
+        """A cached preview result, by the digest of its request (``preview.cache.cache_key``); the Celery
+        worker's prefix, a different digest, so the two never share an entry."""
+        return f"preview:{digest}"
+
+    @staticmethod
     def destination_tables(destination_id: int) -> str:
         """The JSON list of a destination's tables; ``DestinationService.get_table_list`` prefers it to the DB."""
         return f"destination:{destination_id}:tables"

@@ -10,7 +10,7 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from ..actor import job_actor
-from ..config import get_settings
+from ..config import get_settings, parse_size
 from ..contracts import PREVIEW
 from ..job import Job, current_job
 from ..preview import PreviewRequest, error_result
@@ -52,6 +52,7 @@ def execute(
     job = current_job()
     if job is not None:
         job.progress({"status": "executing", "table_name": table_name})
+    settings = get_settings()
     request = PreviewRequest(
         sql=sql,
         source_id=int(source_id),
@@ -59,6 +60,7 @@ def execute(
         table_name=str(table_name),
         filter_sql=filter_sql,
         include_profiling=bool(include_profiling),
-        row_limit=get_settings().preview_row_limit,
+        row_limit=settings.preview_row_limit,
+        max_sql_bytes=parse_size(settings.preview_max_sql_bytes),
     )
     return runner().run(request, job=job)

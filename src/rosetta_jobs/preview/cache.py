@@ -7,24 +7,42 @@ The key covers every argument that changes the answer, the row limit and profili
 from __future__ import annotations
 
 import hashlib
+import json
 from typing import Any, cast
 
 import redis
 from loguru import logger
 
 from .. import codec
+from ..layout import BackendKeys
 from .request import PreviewRequest
 
-__all__ = ["PreviewCache", "cache_key"]
+__all__ = ["KEY_VERSION", "PreviewCache", "cache_key"]
+
+
+#: The version of the key's encoding: a change of fields or format changes every key, never mixes them.
+KEY_VERSION = 2
 
 
 def cache_key(request: PreviewRequest) -> str:
-    text = (
-        f"sql:{request.sql or ''}|source:{request.source_id}|dest:{request.destination_id}"
-        f"|table:{request.table_name}|filter:{request.filter_sql or ''}"
-        f"|profile:{int(request.include_profiling)}|limit:{request.row_limit}"
-    )
-    return "preview:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
+    """``preview:<sha256>`` of every field that changes the answer, as one JSON array.
+
+    JSON quotes and escapes each string, so no field's text can pass for a separator (the Celery worker
+    joined ``sql:...|source:...`` unescaped: ``sql="a|source:1"`` met another request's key), and ``None``
+    stays apart from ``""``.
+    """
+    fields = [
+        KEY_VERSION,
+        request.sql,
+        request.source_id,
+        request.destination_id,
+        request.table_name,
+        request.filter_sql,
+        bool(request.include_profiling),
+        request.row_limit,
+    ]
+    text = json.dumps(fields, ensure_ascii=True, separators=(",", ":"))
+    return BackendKeys.preview(hashlib.sha256(text.encode("ascii")).hexdigest())
 
 
 class PreviewCache:
@@ -48,10 +66,11 @@ class PreviewCache:
             return None
         return codec.loads(raw) if raw else None
 
-    def put(self, request: PreviewRequest, result: dict[str, Any]) -> None:
+    def put(self, request: PreviewRequest, result: dict[str, Any], *, encoded: bytes | None = None) -> None:
+        """Cache ``result`` (``encoded``: its JSON already, as the executor sent it)."""
         if self.client is None:
             return
         try:
-            self.client.setex(cache_key(request), self.ttl, codec.dumps(result))
+            self.client.setex(cache_key(request), self.ttl, encoded if encoded is not None else codec.dumps(result))
         except redis.RedisError as exc:
             logger.warning("preview cache write failed: {}", exc)

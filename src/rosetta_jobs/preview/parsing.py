@@ -115,7 +115,8 @@ def split_statements(sql: str) -> list[list[Any]]:
     read ``/* a /* b */ c */`` as a comment followed by code).
     """
     try:
-        return [_significant(list(s.flatten())) for s in sqlparse.engine.FilterStack().run(_without_block_comments(sql))]
+        statements = sqlparse.engine.FilterStack().run(_without_block_comments(sql))
+        return [_significant(list(s.flatten())) for s in statements]
     except sqlparse.exceptions.SQLParseError as exc:
         raise PreviewError(f"SQL could not be parsed: {exc}") from None
 

@@ -1,107 +1,106 @@
-"""One preview, start to finish: cache -> configs -> statement -> DuckDB -> JSON -> cache.
+"""One preview, start to finish: cache -> configs -> an executor process (statement, DuckDB, JSON) -> cache.
 
 Every error the user can act on comes back as a result with ``error`` set (a SUCCESS for the
 poller, as with the Celery worker). Infrastructure failures (``TransientError``) and interrupts
 (``JobCancelled``) propagate, so the actor's retry policy and the cancel middleware see them.
+
+The worker process itself never reads the user's SQL with a parser nor runs DuckDB: it checks the
+request's size and characters, looks up the connection config, and hands the rest to an executor
+process (``executor``), which is bounded in memory and killed at the deadline.
 """
 
 from __future__ import annotations
 
-import contextlib
-import threading
 import time
 from typing import Any
 
-import duckdb
-
 from ..catalog import Catalog
-from ..config import Settings
-from ..errors import JobInterrupt, JobTimedOut, PreviewError, TransientError
+from ..config import Settings, parse_size
+from ..errors import JobTimedOut, PreviewError
 from ..job import Job
-from ..redact import redact
 from .cache import PreviewCache
-from .profile import profile
-from .query import build_statement
+from .executor import ExecutorConfig, ExecutorPool
 from .request import PreviewRequest, error_result
-from .serialize import serialize
-from .session import SessionPool, process_timezone
 
 __all__ = ["PreviewRunner"]
 
 
 class PreviewRunner:
-    """The process-wide resources of the preview: config catalog, DuckDB sessions, cache."""
+    """The process-wide resources of the preview: config catalog, executor processes, cache."""
 
-    def __init__(self, *, catalog: Catalog, sessions: SessionPool, cache: PreviewCache, time_limit: float) -> None:
+    def __init__(self, *, catalog: Catalog, executors: ExecutorPool, cache: PreviewCache, time_limit: float) -> None:
         self.catalog = catalog
-        self.sessions = sessions
+        self.executors = executors
         self.cache = cache
         self.time_limit = time_limit
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PreviewRunner:
+        from .session import process_timezone
+
+        config = ExecutorConfig(
+            memory_limit=settings.duckdb_memory_limit_bytes,
+            threads=settings.duckdb_threads,
+            timezone=settings.worker_timezone or process_timezone(),
+            headroom=parse_size(settings.preview_memory_headroom),
+            max_result_bytes=parse_size(settings.preview_max_result_bytes),
+            max_cell_bytes=parse_size(settings.preview_max_cell_bytes),
+            schemas=settings.preview_schema_names,
+        )
         return cls(
             catalog=Catalog.from_settings(settings),
-            sessions=SessionPool(
-                memory_limit=settings.duckdb_memory_limit_bytes,
-                threads=settings.duckdb_threads,
-                slots=settings.duckdb_max_concurrent,
-                timezone=settings.worker_timezone or process_timezone(),
-            ),
+            executors=ExecutorPool(config=config, slots=settings.duckdb_max_concurrent),
             cache=PreviewCache.from_url(settings.redis_url, ttl=settings.preview_cache_ttl),
             time_limit=settings.preview_time_limit,
         )
 
     def run(self, request: PreviewRequest, *, job: Job | None = None) -> Any:
         """The preview's result dict; under ``job``, its time limit and a cancel reach the running query."""
-        cached = self.cache.get(request)
-        if cached is not None:
-            return cached
         limit = job.time_limit if job is not None and job.time_limit is not None else self.time_limit
         deadline = job.deadline if job is not None and job.deadline is not None else time.monotonic() + limit
         try:
-            result = self._execute(request, job, deadline)
+            request.check_input()
+        except PreviewError as exc:
+            return error_result(str(exc))
+        cached = self.cache.get(request)
+        if cached is not None:
+            return cached
+        try:
+            result, encoded = self._execute(request, job, deadline)
         except PreviewError as exc:
             return error_result(str(exc))
         except JobTimedOut:
             return error_result(f"Preview timed out after {limit:g} s")
-        self.cache.put(request, result)
+        self.cache.put(request, result, encoded=encoded)
         return result
 
-    def _execute(self, request: PreviewRequest, job: Job | None, deadline: float) -> dict[str, Any]:
+    def _execute(self, request: PreviewRequest, job: Job | None, deadline: float) -> tuple[dict[str, Any], bytes]:
         source = self.catalog.source(request.source_id)
         self.catalog.destination(request.destination_id)
-        statement = build_statement(request, source_alias=source.alias)
-        with self.sessions.session(source, wait=_remaining(deadline)) as session:
-            cancelled = threading.Event()
-
-            def stop(reason: type[JobInterrupt]) -> None:
-                cancelled.set()
-                session.stop(reason)
-
-            try:
-                with job.stoppable(stop) if job is not None else contextlib.nullcontext():
-                    table = session.run(statement, timeout=_remaining(deadline), cancelled=cancelled)
-            except duckdb.InterruptException:
-                raise
-            except (duckdb.ConnectionException, duckdb.IOException) as exc:
-                raise TransientError(
-                    f"lost the source database: {redact(str(exc), source.password, source.conninfo())}"
-                ) from None
-            except duckdb.Error as exc:
-                raise PreviewError(redact(str(exc), source.password, source.conninfo())) from None
-        result: dict[str, Any] = serialize(table)
-        if request.include_profiling:
-            result["profile"] = profile(table)
-        return result
+        task = {
+            "source": {
+                "id": source.id,
+                "name": source.name,
+                "host": source.host,
+                "port": source.port,
+                "database": source.database,
+                "user": source.user,
+                "password": source.password,
+            },
+            "request": {
+                "sql": request.sql,
+                "source_id": request.source_id,
+                "destination_id": request.destination_id,
+                "table_name": request.table_name,
+                "filter_sql": request.filter_sql,
+                "include_profiling": request.include_profiling,
+                "row_limit": request.row_limit,
+                "max_sql_bytes": request.max_sql_bytes,
+            },
+        }
+        answer = self.executors.run(task, fingerprint=source.fingerprint(), deadline=deadline, job=job)
+        return answer.result, answer.encoded
 
     def close(self) -> None:
-        self.sessions.close()
+        self.executors.close()
         self.catalog.close()
-
-
-def _remaining(deadline: float) -> float:
-    remaining = deadline - time.monotonic()
-    if remaining <= 0:
-        raise JobTimedOut(0)
-    return remaining

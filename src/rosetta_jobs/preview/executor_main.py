@@ -1,0 +1,263 @@
+"""The executor process: where a preview's SQL is read, checked and run, away from the worker.
+
+Started by ``executor.ExecutorPool`` as ``python -m rosetta_jobs.preview.executor_main`` (a fresh
+interpreter, never a fork of the threaded worker), it talks to its worker over one socket and does
+everything that reads the user's SQL or touches DuckDB: attach (sessions reused per source, as the
+worker did before), resolve ``table_name`` (``identity``), build and check the statement (``query``),
+run it, bound and serialise the result (``bounds``, ``serialize``). So all of it is under the process's
+memory bound and can be killed at the deadline without touching the worker.
+
+What bounds it, and why each:
+
+- ``RLIMIT_DATA`` (the worker's ``DUCKDB_MEMORY_LIMIT`` + ``PREVIEW_MEMORY_HEADROOM``): lists and strings
+  built by scalar functions are outside DuckDB's ``memory_limit``; with the rlimit an allocation past
+  the bound fails, and DuckDB answers ``OutOfMemoryException`` instead of growing to the OOM killer.
+  Measured (DuckDB 1.5): ``SELECT sum(len(range(id * 1000000))) FROM range(1, 60) t(id)`` reached
+  13.9 GB RSS without it, and stopped at once with it (RLIMIT_AS works too, but counts the libraries'
+  and threads' reservations; RLIMIT_DATA is closer to what is really used);
+- the parent samples this process's RSS and SIGKILLs it past the bound (what the rlimit does not count);
+- ``PR_SET_PDEATHSIG``: the process dies with its worker, whatever killed the worker;
+- SIGINT and SIGTERM are ignored: a Ctrl-C or a container stop reaches the whole process group, and the
+  worker, not the signal, decides when a running preview ends;
+- the environment is the worker's minus its secrets (the credential key, database and Redis URLs, API
+  keys): a query that took over this process would find no key to the other sources.
+
+The wire: length-prefixed frames (``multiprocessing.connection``), each a JSON object (``codec``), never
+pickle. ``{"op": "run", "seq", "task"}`` runs a preview, ``{"op": "stop", "seq", "reason"}`` interrupts
+it; the answer is ``{"seq", "kind", ...}`` and, for a result, a second frame with the result's JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import os
+import resource
+import signal
+import sys
+import threading
+import time
+from multiprocessing.connection import Connection
+from typing import Any
+
+from .. import codec
+from ..catalog import SourceConfig
+from ..errors import ConfigError, JobCancelled, JobInterrupt, JobTimedOut, PreviewError
+from ..redact import redact
+
+__all__ = ["Engine", "main"]
+
+_PR_SET_PDEATHSIG = 1
+_REASONS: dict[str, type[JobInterrupt]] = {"timeout": JobTimedOut, "cancel": JobCancelled}
+
+
+class Engine:
+    """The DuckDB side of previews: one at a time, sessions kept per source for the next one."""
+
+    def __init__(
+        self,
+        *,
+        memory_limit: int,
+        threads: int,
+        timezone: str,
+        max_age: float,
+        idle_sessions: int,
+        max_result_bytes: int,
+        max_cell_bytes: int,
+        schemas: list[str],
+    ) -> None:
+        from .session import SessionPool
+
+        self.sessions = SessionPool(
+            memory_limit=memory_limit, threads=threads, slots=idle_sessions, max_age=max_age, timezone=timezone
+        )
+        self.max_result_bytes = max_result_bytes
+        self.max_cell_bytes = max_cell_bytes
+        self.schemas = frozenset(schemas)
+        self._lock = threading.Lock()
+        self._seq: int | None = None
+        self._stop: threading.Event = threading.Event()
+        self._reason: type[JobInterrupt] = JobCancelled
+        self._session: Any = None
+
+    def stop(self, seq: int, reason: type[JobInterrupt]) -> None:
+        """Interrupt the preview ``seq`` if it is the one running (a late stop of an earlier one is ignored)."""
+        with self._lock:
+            if seq != self._seq or self._stop.is_set():
+                return
+            self._reason = reason
+            self._stop.set()
+            if self._session is not None:
+                self._session.stop(reason)
+
+    def run(self, seq: int, task: dict[str, Any]) -> tuple[dict[str, Any], bytes | None]:
+        """The answer header for ``task``, and the result's JSON when there is one."""
+        with self._lock:
+            self._seq, self._session = seq, None
+            self._stop.clear()
+        source = SourceConfig(**task["source"])
+        try:
+            body = self._run(task, source)
+            return {"seq": seq, "kind": "result"}, body
+        except JobTimedOut:
+            return {"seq": seq, "kind": "timeout"}, None
+        except JobCancelled:
+            return {"seq": seq, "kind": "cancelled"}, None
+        except _Answer as answer:
+            return {"seq": seq, **answer.header}, None
+        except Exception as exc:  # an error of ours: the worker turns it into a FAILURE
+            message = redact(f"{type(exc).__name__}: {exc}", source.password, source.conninfo())
+            return {"seq": seq, "kind": "internal", "message": message}, None
+        finally:
+            with self._lock:
+                self._seq, self._session = None, None
+
+    def _run(self, task: dict[str, Any], source: SourceConfig) -> bytes:
+        import duckdb
+        import pyarrow as pa
+
+        from .bounds import check_cells, encode_result
+        from .identity import resolve_table
+        from .messages import clean_error
+        from .query import build_statement
+        from .request import PreviewRequest
+        from .serialize import serialize
+
+        request = PreviewRequest(**task["request"])
+        deadline = time.monotonic() + float(task["timeout"])
+        table = None
+
+        def clean(text: str) -> str:
+            return clean_error(redact(text, source.password, source.conninfo()), alias=source.alias, table=table,
+                               shown=request.table_name)  # fmt: skip
+
+        try:
+            with self.sessions.session(source, wait=_left(deadline)) as session:
+                with self._lock:
+                    self._session = session
+                self._check_stop()
+                table = resolve_table(session.con, alias=session.alias, table_name=request.table_name,
+                                      schemas=self.schemas)  # fmt: skip
+                statement = build_statement(request, source_alias=session.alias, table=table)
+                self._check_stop()
+                arrow = session.run(statement, timeout=_left(deadline), cancelled=self._stop)
+            check_cells(arrow, max_cell_bytes=self.max_cell_bytes, max_result_bytes=self.max_result_bytes)
+            result = serialize(arrow)
+            if request.include_profiling:
+                from .profile import profile
+
+                result["profile"] = profile(arrow)
+            return encode_result(result, max_result_bytes=self.max_result_bytes)
+        except PreviewError as exc:
+            raise _Answer(kind="error", message=clean(str(exc))) from None
+        except duckdb.InterruptException:
+            raise self._reason() from None
+        except (MemoryError, duckdb.OutOfMemoryException, pa.ArrowMemoryError) as exc:
+            raise _Answer(kind="memory", message=clean(str(exc))) from None
+        except (duckdb.ConnectionException, duckdb.IOException) as exc:
+            raise _Answer(kind="transient", message=clean(str(exc))) from None
+        except duckdb.Error as exc:
+            raise _Answer(kind="error", message=clean(str(exc))) from None
+        except (pa.ArrowException, RecursionError) as exc:
+            raise _Answer(
+                kind="error",
+                message=clean(f"The result cannot be converted for the preview (nested too deeply?): {exc}"),
+            ) from None
+
+    def _check_stop(self) -> None:
+        if self._stop.is_set():
+            raise self._reason()
+
+    def close(self) -> None:
+        self.sessions.close()
+
+
+class _Answer(Exception):
+    """An answer other than a result, raised from inside the run."""
+
+    def __init__(self, **header: str) -> None:
+        super().__init__(header.get("message", ""))
+        self.header = header
+
+
+def _left(deadline: float) -> float:
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise JobTimedOut(0)
+    return remaining
+
+
+# --- the process ---------------------------------------------------------------------------------------------
+
+
+def _die_with(parent: int) -> None:
+    """SIGKILL this process when its parent (the worker) dies, and exit now if that already happened."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: the closed socket ends it instead
+        pass
+    if os.getppid() != parent:
+        os._exit(0)
+
+
+def _bound_memory(limit: int) -> None:
+    """The hard memory bound of this process (see the module's docstring); no core dump of a bomb either."""
+    resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+
+def _serve(conn: Connection, engine: Engine) -> None:
+    sending = threading.Lock()
+
+    def send(header: dict[str, Any], body: bytes | None = None) -> None:
+        with sending:
+            conn.send_bytes(codec.dumps(header))
+            if body is not None:
+                conn.send_bytes(body)
+
+    def work(seq: int, task: dict[str, Any]) -> None:
+        header, body = engine.run(seq, task)
+        try:
+            send(header, body)
+        except OSError:  # the worker is gone: so are we
+            os._exit(0)
+
+    while True:
+        try:
+            message = codec.loads(conn.recv_bytes())
+        except (EOFError, OSError):
+            os._exit(0)
+        if message.get("op") == "run":
+            threading.Thread(target=work, args=(message["seq"], message["task"]), daemon=True).start()
+        elif message.get("op") == "stop":
+            engine.stop(message["seq"], _REASONS.get(message.get("reason", ""), JobCancelled))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="rosetta_jobs.preview.executor_main")
+    parser.add_argument("--fd", type=int, required=True)
+    parser.add_argument("--parent", type=int, required=True)
+    parser.add_argument("--config", required=True, help="the Engine's keyword arguments and memory_bound, as JSON")
+    args = parser.parse_args(argv)
+    _die_with(args.parent)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    conn = Connection(args.fd)
+    config = codec.loads(args.config)
+    bound = int(config.pop("memory_bound"))
+    try:
+        engine = Engine(**config)
+        import pyarrow  # noqa: F401  (loaded now, not inside the first preview's memory and time)
+
+        from . import bounds, identity, profile, query, serialize  # noqa: F401
+    except ConfigError as exc:
+        conn.send_bytes(codec.dumps({"kind": "config", "message": str(exc)}))
+        sys.exit(1)
+    _bound_memory(bound)
+    conn.send_bytes(codec.dumps({"kind": "ready", "pid": os.getpid()}))
+    _serve(conn, engine)
+
+
+if __name__ == "__main__":
+    main()
