@@ -182,6 +182,8 @@ def test_the_result_is_the_last_json_object_that_is_not_a_log_record() -> None:
             "[1, 2]",
             '{"asctime": "2026-04-08 10:00:01", "name": "app", "levelname": "INFO", "message": "pool closed"}',
             '{"event": "bye", "level": "info", "timestamp": "2026-04-08T10:00:01Z"}',
+            '{"timestamp": "2026-04-08T10:00:01Z", "level": "INFO", "logger": "db", "message": "pool closed"}',
+            '{"text": "closed\\n", "record": {"level": {"name": "INFO"}}}',
             "",
         ]
     )

@@ -237,9 +237,10 @@ def test_a_destination_that_refuses_is_answered_at_once(
             conn.execute("DELETE FROM notification_log")
 
 
-def test_snowflake_and_other_types_answer_an_error_and_write_nothing(
+def test_snowflake_and_other_types_answer_an_error_and_keep_the_old_list(
     worker: WorkerProcess, client: JobClient, destinations: Destinations, cache: redis.Redis
 ) -> None:
+    # When a Snowflake and a Kafka destination are refreshed
     snowflake = fetch(client, destinations.snowflake)[-1]
     kafka = fetch(client, destinations.kafka)[-1]
     assert snowflake["status"] == kafka["status"] == "SUCCESS"
@@ -250,10 +251,16 @@ def test_snowflake_and_other_types_answer_an_error_and_write_nothing(
         "tables": [],
         "error": "Unsupported destination type: KAFKA",
     }
+    # Then both keep their old list and cache nothing
     for destination_id in (destinations.snowflake, destinations.kafka):
-        assert stored(destinations.config_url, destination_id) == (["old"], 1, None)
+        assert stored(destinations.config_url, destination_id)[:2] == (["old"], 1)
         assert cache.exists(BackendKeys.destination_tables(destination_id)) == 0
-        assert notifications(destinations.config_url, destination_id) == []
+    # And Snowflake's gap is visible where people look (nobody reads the result): a check time and a notification
+    assert stored(destinations.config_url, destinations.snowflake)[2] is not None
+    assert len(notifications(destinations.config_url, destinations.snowflake)) == 1
+    assert notifications(destinations.config_url, destinations.kafka) == []
+    with psycopg.connect(destinations.config_url, autocommit=True) as conn:
+        conn.execute("DELETE FROM notification_log")
 
 
 def test_a_retry_waits_at_least_the_celery_countdown(

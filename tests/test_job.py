@@ -189,3 +189,18 @@ def _final(client: JobClient, task_id: str) -> dict[str, Any]:
 
     wait_until(final, 20, f"{task_id} to end")
     return meta
+
+
+def test_a_job_still_running_when_its_worker_stops_is_abandoned_not_recorded(
+    worker: WorkerProcess, client: JobClient
+) -> None:
+    # Given a job whose subprocess would outlive the worker's drain (10 s here)
+    key = f"k-{uuid.uuid4().hex}"
+    task_id = client.send("tests.shell", (key, 4343))
+    _started_at(key)
+    # When the worker is stopped (SIGTERM) and the drain ends with the job still running
+    assert worker.stop() == 0
+    # Then its subprocess group did not outlive the worker
+    wait_until(lambda: "sleep 4343" not in _processes(), 5, "the subprocess and its child to be gone")
+    # And nothing was recorded for it: the message is left for another worker, which writes its end
+    assert client.store.get(task_id)["status"] == "STARTED"  # type: ignore[index]

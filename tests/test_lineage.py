@@ -221,6 +221,14 @@ def test_what_is_not_one_select_is_an_error_lineage() -> None:
     assert "\x1b" not in lineage("SELECT (((")["error"]
 
 
+def test_a_parenthesised_query_is_read_and_no_parser_failure_escapes() -> None:
+    # Given a query in parentheses, Then its columns are read as without them
+    assert lineage("(SELECT id FROM orders)")["output_columns"] == ["id"]
+    # And SQL that breaks the parser in an unexpected way (nesting past Python's stack) is an error lineage
+    deep = "SELECT " + "(" * 5000 + "1" + ")" * 5000 + " AS x FROM orders"
+    assert "error" in lineage(deep)
+
+
 # --- the job, through a real worker ----------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def config_url() -> Iterator[str]:

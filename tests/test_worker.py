@@ -178,8 +178,8 @@ def test_celery_reads_retry_and_revoked(
     seen = _states_seen(retried)
     assert "RETRY" in seen and seen[-1] == "SUCCESS"
     assert retried.get(timeout=5) == 2
-    # Given a job cancelled while it waits in the queue (its actor is not consumed by this worker)
-    queued = client.send("tests.pid", (), queue_name="not-consumed")
+    # Given a job cancelled while it waits in the queue (orchestration: declared, but no worker here consumes it)
+    queued = client.send("tests.pid", (), queue_name="orchestration")
     assert client.cancel(queued)["cancelled"] is True
     # Then Celery reads REVOKED, with Celery's own exception type
     revoked = CeleryResult(queued, app=celery_app)

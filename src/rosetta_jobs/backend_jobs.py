@@ -66,8 +66,11 @@ KNOWN_JOBS: frozenset[str] = frozenset(
 RUNNER_MODULE = "app.worker_bridge.runner"
 #: Lines of a failed runner's stderr kept in the error.
 ERROR_TAIL_LINES = 20
-#: Keys that make a JSON line a log record of the backend (python-json-logger, structlog), not a result.
-_LOG_KEYS = frozenset({"levelname", "asctime"})
+#: Keys that make a JSON line a log record of the backend (python-json-logger, structlog, loguru, ...), not a
+#: result: any one of the first set, or a level next to a message.
+_LOG_KEYS = frozenset({"levelname", "asctime", "record"})
+_LEVEL_KEYS = frozenset({"level", "levelno", "severity"})
+_MESSAGE_KEYS = frozenset({"message", "msg", "event", "text"})
 
 
 class BackendJobFailed(TransientError):
@@ -155,9 +158,14 @@ def parse_result(stdout: str, job_name: str) -> dict[str, Any]:
             value = json.loads(line)
         except ValueError:
             continue
-        if isinstance(value, dict) and not _LOG_KEYS & value.keys() and not {"event", "level"} <= value.keys():
+        if isinstance(value, dict) and not _is_log_record(value):
             return value
     return {"message": f"Backend bridge job completed: {job_name}"}
+
+
+def _is_log_record(value: dict[str, Any]) -> bool:
+    keys = value.keys()
+    return bool(_LOG_KEYS & keys) or (bool(_LEVEL_KEYS & keys) and bool(_MESSAGE_KEYS & keys))
 
 
 def _reversed_lines(text: str) -> Iterable[str]:

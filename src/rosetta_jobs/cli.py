@@ -1,4 +1,4 @@
-"""The ``rosetta-jobs`` command: operator and developer entry points next to ``dramatiq rosetta_jobs.actors``."""
+"""The ``rosetta-jobs`` command: the worker, the ops service, and the operators' and developers' tools."""
 
 from __future__ import annotations
 
@@ -109,11 +109,76 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--max-age", type=float, default=None, help="seconds; default HEARTBEAT_TTL")
     check.add_argument("--hostname", default=None, help="default: this host's name, as the worker records it")
     check.set_defaults(run=_check)
+
+    worker = commands.add_parser(
+        "worker",
+        add_help=False,
+        help="run a worker with dramatiq's flags (-p, -t, -Q, ...); a process that dies is replaced",
+    )
+    worker.set_defaults(run=_worker)
+    _operators(commands)
     return parser
 
 
+def _operators(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The operators' commands (``commands.py``), each with ``--json``."""
+    from . import commands as ops
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", help="print one JSON document instead of a table")
+    sql = argparse.ArgumentParser(add_help=False)
+    sql.add_argument("--show-sql", action="store_true", help="show SQL arguments in clear, not as their sha256")
+
+    def add(name: str, command: ops.Command, help: str, *parents: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help, parents=[common, *parents], description=command.__doc__)
+        sub.set_defaults(run=ops.run(command))
+        return sub
+
+    inspect = add("inspect", ops.inspect, "one task: state, actor, queue, arguments, worker, timings, result", sql)
+    inspect.add_argument("task_id")
+    inspect.add_argument("--traceback", action="store_true", help="print a failed task's traceback")
+    add("queues", ops.queues, "depth of every queue; queues with work and no live consumer are flagged (exit 4)")
+    add("workers", ops.workers, "live worker processes: queues, threads, busy, processed, last heartbeat")
+    jobs = add("jobs", ops.jobs, "the jobs waiting in a queue, in the order workers take them", sql)
+    jobs.add_argument("queue")
+    jobs.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
+    purge = add("purge", ops.purge, "drop every job waiting in a queue; each becomes REVOKED")
+    purge.add_argument("queue")
+    purge.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    letters = add("dead-letters", ops.dead_letters, "the dead letters of a queue, newest first", sql)
+    letters.add_argument("queue")
+    letters.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
+    requeue = add("requeue", ops.requeue, "put a dead letter (or --all) back on its queue")
+    requeue.add_argument("queue")
+    requeue.add_argument("id", nargs="?", default=None, help="the dead letter's task id or redis id")
+    requeue.add_argument("--all", action="store_true", help="every dead letter of the queue")
+    delete = add("delete", ops.delete, "drop one dead letter for good")
+    delete.add_argument("queue")
+    delete.add_argument("id", help="the dead letter's task id or redis id")
+    cancel = add("cancel", ops.cancel, "cancel a task: a queued one never starts, a running one is stopped")
+    cancel.add_argument("task_id")
+    history = add("history", ops.history, "recent finished tasks, newest first")
+    history.add_argument("--actor", default=None, help="e.g. worker.preview.execute")
+    history.add_argument("--state", default=None, choices=["SUCCESS", "FAILURE", "REVOKED"], type=str.upper)
+    history.add_argument("--user", default=None, help="the user_id the job was sent with")
+    history.add_argument("--queue", default=None)
+    history.add_argument("--since", default=None, type=ops.parse_since, help="15m, 1h, 2d, or an ISO time")
+    history.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from .supervisor import main as supervise
+
+    return supervise(args.dramatiq_args)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "worker":
+        args.dramatiq_args = rest  # dramatiq's own flags, parsed by dramatiq's own parser
+    elif rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     run: Callable[[argparse.Namespace], int] = args.run
     try:
         return run(args)

@@ -21,12 +21,12 @@ from dramatiq import Message
 from . import codec
 from .broker import RosettaBroker
 from .config import Settings, get_settings
-from .contracts import PREVIEW, JobContract
-from .errors import BrokerUnavailable, TaskFailed, TaskTimeout
+from .contracts import PREVIEW, QUEUES, JobContract
+from .errors import BrokerUnavailable, TaskFailed, TaskTimeout, UnknownQueue
 from .limits import UserLimits
 from .redact import redact
 from .states import FAILURE, FINAL_STATES, PENDING, SUCCESS, exception_message, status_dict
-from .store import TaskStore
+from .store import HISTORY_MAX, HISTORY_MAX_AGE, TaskStore
 
 __all__ = ["AsyncResult", "JobClient"]
 
@@ -42,10 +42,13 @@ class JobClient:
         result_expires: int = 600,
         namespace: str = "dramatiq",
         max_active_per_user: int = 10,
+        history_max: int = HISTORY_MAX,
+        history_max_age: int = HISTORY_MAX_AGE,
     ) -> None:
         self.broker_url = broker_url
         self.broker = RosettaBroker(url=broker_url, namespace=namespace, middleware=[], socket_connect_timeout=5)
-        self.store = TaskStore.from_url(result_backend_url, expires=result_expires, namespace=namespace)
+        self.store = TaskStore.from_url(result_backend_url, expires=result_expires, namespace=namespace,
+                                        history_max=history_max, history_max_age=history_max_age)  # fmt: skip
         self.limits = UserLimits(
             store=self.store, broker_client=self.broker.client, namespace=namespace, max_active=max_active_per_user
         )
@@ -59,6 +62,8 @@ class JobClient:
             result_expires=settings.result_expires,
             namespace=settings.broker_namespace,
             max_active_per_user=settings.max_active_per_user,
+            history_max=settings.task_history_max,
+            history_max_age=settings.task_history_max_age,
         )
 
     def send(
@@ -75,14 +80,26 @@ class JobClient:
         """Enqueue ``actor_name(*args, **kwargs)`` and return its task id (the message id).
 
         With ``user_id``, the job counts against that user's ``MAX_ACTIVE_PER_USER``;
-        ``UserLimitExceeded`` is raised, and nothing enqueued, when the user is at the limit.
+        ``UserLimitExceeded`` is raised, and nothing enqueued, when the user is at the limit. The user
+        travels with the message (option ``user_id``), so that the task history can name it.
+
+        A queue that no job contract declares (``contracts.QUEUES``) is refused with ``UnknownQueue``:
+        no worker would ever consume it, and the job would wait there without a word.
         """
+        if queue_name not in QUEUES:
+            raise UnknownQueue(
+                f"no job is declared on queue {queue_name!r}, so no worker would consume it; "
+                f"the queues are: {', '.join(QUEUES)}"
+            )
+        message_options = dict(options or {})
+        if user_id is not None:
+            message_options["user_id"] = user_id
         message: Message[Any] = Message(
             queue_name=queue_name,
             actor_name=actor_name,
             args=tuple(args),
             kwargs=dict(kwargs or {}),
-            options=dict(options or {}),
+            options=message_options,
             message_id=task_id or str(uuid.uuid4()),
         )
         json.dumps(message.asdict(), allow_nan=False)  # a clear error here, not a dead message later
@@ -248,5 +265,9 @@ def _default_store() -> TaskStore:
     """The settings' result backend; its Redis client is shared per URL (``store.redis_client``)."""
     settings = get_settings()
     return TaskStore.from_url(
-        settings.result_backend_url, expires=settings.result_expires, namespace=settings.broker_namespace
+        settings.result_backend_url,
+        expires=settings.result_expires,
+        namespace=settings.broker_namespace,
+        history_max=settings.task_history_max,
+        history_max_age=settings.task_history_max_age,
     )

@@ -129,6 +129,14 @@ class Settings(BaseSettings):
         description="Memory all DuckDB sessions of one worker process may use together; "
         "memory_limit is lowered to budget / DUCKDB_MAX_CONCURRENT when it would not fit.",
     )
+    duckdb_temp_directory: str | None = Field(
+        None,
+        validation_alias=_env("DUCKDB_TEMP_DIRECTORY"),
+        description="Directory where DuckDB spills what does not fit in memory_limit (big sorts, joins, "
+        "aggregates); it must be writable by the worker's user and is created if missing. Unset: "
+        "rosetta-jobs-duckdb in the system's temporary directory (TMPDIR, else /tmp), never DuckDB's own "
+        "default (.tmp in the working directory, which a container's user may not be able to write).",
+    )
     # --- preview bounds (issue 12: preview/executor.py, preview/bounds.py, preview/identity.py) ----------------
     preview_memory_headroom: str = Field(
         "512MB",
@@ -225,6 +233,22 @@ class Settings(BaseSettings):
         validation_alias=_env("DEPTH_SAMPLE_SECONDS", "ROSETTA_DEPTH_SAMPLE_SECONDS"),
         description="Seconds between two queue-depth samples of the dashboard's chart.",
     )
+    # --- task history (issue 16: rosetta_jobs/history.py, lua/task_write.lua) ---------------------
+    task_history_max: int = Field(
+        10_000,
+        ge=0,
+        le=1_000_000,
+        validation_alias=_env("TASK_HISTORY_MAX"),
+        description="Finished tasks kept in the task history (rosetta-jobs history, the dashboard's Tasks tab); "
+        "the oldest go first. 0 keeps none.",
+    )
+    task_history_max_age: int = Field(
+        7 * 24 * 3600,
+        ge=60,
+        validation_alias=_env("TASK_HISTORY_MAX_AGE"),
+        description="Seconds a finished task stays in the task history.",
+    )
+    # --- end of task history -----------------------------------------------------------------------
 
     # --- Backend jobs (worker.backend_job.run, rosetta_jobs/backend_jobs.py) --------------------------
     backend_dir: str | None = Field(
@@ -369,6 +393,14 @@ class Settings(BaseSettings):
     def preview_schema_names(self) -> tuple[str, ...]:
         """``PREVIEW_SCHEMAS`` as a tuple; empty: every schema but the system ones."""
         return tuple(name.strip() for name in (self.preview_schemas or "").split(",") if name.strip())
+
+    @property
+    def duckdb_temp_path(self) -> str:
+        """``DUCKDB_TEMP_DIRECTORY``, or ``rosetta-jobs-duckdb`` in the system's temporary directory."""
+        import os
+        import tempfile
+
+        return self.duckdb_temp_directory or os.path.join(tempfile.gettempdir(), "rosetta-jobs-duckdb")
 
     @property
     def duckdb_memory_limit_bytes(self) -> int:

@@ -15,6 +15,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from .redact import sql_digest
+
 __all__ = [
     "BACKEND_JOB",
     "CONTRACTS",
@@ -30,6 +32,7 @@ __all__ = [
     "JobContract",
     "Param",
     "contract_for",
+    "masked_arguments",
 ]
 
 
@@ -72,6 +75,36 @@ class JobContract:
     @property
     def param_names(self) -> tuple[str, ...]:
         return tuple(p.name for p in self.params)
+
+    @property
+    def sql_params(self) -> tuple[str, ...]:
+        """The parameters that carry a user's SQL (``sql``, ``*_sql``): shown only as a digest outside the job."""
+        return tuple(name for name in self.param_names if name == "sql" or name.endswith("_sql"))
+
+    def arguments(self, args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """The arguments by parameter name, as far as they were given (nothing is checked or filled in)."""
+        named = dict(zip(self.param_names, args, strict=False))
+        named.update(kwargs or {})
+        return named
+
+    def sql_digest(self, args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None) -> str | None:
+        """The digest of the first SQL argument given (``redact.sql_digest``), or ``None`` without one."""
+        named = self.arguments(args, kwargs)
+        sql = next((named[name] for name in self.sql_params if isinstance(named.get(name), str) and named[name]), None)
+        return sql_digest(sql) if sql is not None else None
+
+    def masked(
+        self, args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None
+    ) -> tuple[list[Any], dict[str, Any]]:
+        """``args`` and ``kwargs`` with every SQL argument replaced by ``sha256:<digest>``."""
+        hidden = set(self.sql_params)
+
+        def mask(name: str, value: Any) -> Any:
+            return f"sha256:{sql_digest(value)}" if name in hidden and isinstance(value, str) else value
+
+        masked_args = [mask(name, value) for name, value in zip(self.param_names, args, strict=False)]
+        masked_args += list(args[len(masked_args) :])
+        return masked_args, {name: mask(name, value) for name, value in (kwargs or {}).items()}
 
     def bind(self, args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None) -> tuple[Any, ...]:
         """The positional arguments for ``args``/``kwargs`` in contract order, defaults filled in.
@@ -165,3 +198,13 @@ QUEUES: tuple[str, ...] = tuple(sorted({c.queue for c in CONTRACTS.values()} | {
 
 def contract_for(name: str) -> JobContract | None:
     return CONTRACTS.get(name)
+
+
+def masked_arguments(
+    actor: str, args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None
+) -> tuple[list[Any], dict[str, Any]]:
+    """A job's arguments as an operator may see them: the SQL of a contract's job as its digest."""
+    contract = CONTRACTS.get(actor)
+    if contract is None:
+        return list(args), dict(kwargs or {})
+    return contract.masked(args, kwargs)

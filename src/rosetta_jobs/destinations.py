@@ -79,7 +79,7 @@ _TRANSIENT_FATAL = (
 )
 
 
-class DestinationNotFound(TransientError):
+class DestinationNotFound(TransientError, ValueError):
     """No destination has this id (yet): retried as the Celery worker did, then FAILURE."""
 
 
@@ -114,12 +114,19 @@ class PostgresDestination:
             id=record.id,
             name=record.name,
             host=str(config["host"]),
-            port=int(config.get("port") or 5432),
+            port=_port(record, config.get("port")),
             database=str(config["database"]),
             user=str(config["user"]),
             password=decrypt(config.get("password")),
             schema=str(config.get("schema") or config.get("schema_name") or "public"),
         )
+
+
+def _port(record: DestinationRecord, value: Any) -> int:
+    try:
+        return int(value or 5432)
+    except (TypeError, ValueError):
+        raise DestinationFetchError(f"Destination {record.id} ({record.name}) has an invalid port {value!r}") from None
 
 
 def error_result(destination_id: int, error: str) -> dict[str, Any]:
@@ -145,9 +152,10 @@ def fetch_table_list(
     if record is None:
         raise DestinationNotFound(f"Destination {destination_id} not found")
     kind = record.type.strip().upper()
-    if kind == "SNOWFLAKE":
-        return error_result(
-            destination_id,
+    if kind == "SNOWFLAKE":  # told to the operator and the UI too: nobody reads this task's result (spec 10)
+        return _failed(
+            catalog,
+            record,
             f"Snowflake destinations are not supported by this worker yet: the table list of destination "
             f"{destination_id} ({record.name}) was not refreshed",
         )

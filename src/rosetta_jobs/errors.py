@@ -12,14 +12,18 @@ from __future__ import annotations
 __all__ = [
     "BrokerUnavailable",
     "ConfigError",
+    "JobAbandoned",
     "JobCancelled",
     "JobInterrupt",
     "JobTimedOut",
     "PreviewError",
     "RosettaJobsError",
+    "StateRefused",
     "TaskFailed",
     "TaskTimeout",
+    "TempStorageError",
     "TransientError",
+    "UnknownQueue",
     "UserLimitExceeded",
     "WorkerLost",
 ]
@@ -51,8 +55,20 @@ class TaskFailed(RosettaJobsError):
         self.exc_module = exc_module
 
 
+class StateRefused(RosettaJobsError):
+    """Redis refused to store a task state (too large for it, or out of memory); a smaller state may still fit."""
+
+
 class UserLimitExceeded(RosettaJobsError):
     """A user already has the maximum number of active jobs."""
+
+
+class UnknownQueue(RosettaJobsError, ValueError):
+    """A job was sent to a queue that no job contract declares: no worker would ever consume it."""
+
+
+class TempStorageError(RosettaJobsError):
+    """DuckDB could not write its temporary files (a permission or a full disk): the worker's, not the query's."""
 
 
 class PreviewError(RosettaJobsError):
@@ -81,3 +97,7 @@ class JobTimedOut(JobInterrupt):
 
 class JobCancelled(JobInterrupt):
     """The job was cancelled by a client."""
+
+
+class JobAbandoned(JobInterrupt):
+    """The worker process stopped before the job finished: nothing is recorded, it runs again elsewhere."""

@@ -33,7 +33,7 @@ from typing import Any
 import dramatiq
 from loguru import logger
 
-from .errors import JobCancelled, JobInterrupt, JobTimedOut
+from .errors import JobAbandoned, JobCancelled, JobInterrupt, JobTimedOut
 
 __all__ = ["ESCALATE_AFTER", "Job", "ProgressWriter", "RunningJobs", "current_job", "set_current_job"]
 
@@ -177,6 +177,8 @@ class Job:
         """The exception that ends this job now that it was stopped."""
         if self._stopped_by is JobTimedOut:
             return JobTimedOut(self.time_limit if self.time_limit is not None else 0)
+        if self._stopped_by is JobAbandoned:
+            return JobAbandoned(self.id)
         return JobCancelled(self.id)
 
     # --- for the middleware ---------------------------------------------------------------------

@@ -105,6 +105,15 @@ class Keys:
         """Queue-depth samples of the dashboard's chart (and their sampling lock)."""
         return self._key("depth-history", *parts)
 
+    # --- task history (result backend) -------------------------------------------------------------
+    def history(self) -> str:
+        """Sorted set of finished task ids by finish time (ms); written with the final state (``task_write``)."""
+        return self._key("history")
+
+    def history_entries(self) -> str:
+        """Hash of finished task id -> its history entry (JSON), trimmed with ``history``."""
+        return self._key("history-entries")
+
     # --- per-user limits (result backend) ----------------------------------------------------------
     def user(self, user_id: str) -> str:
         """The task ids a user submitted, scored by submit time."""

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+import unicodedata
 from typing import cast
 
 import redis
@@ -28,13 +29,22 @@ from .errors import UserLimitExceeded
 from .layout import META_PREFIX, DramatiqKeys, Keys, script
 from .store import TaskStore
 
-__all__ = ["RESERVATION_GRACE", "UserLimits"]
+__all__ = ["RESERVATION_GRACE", "UserLimits", "normalize_user_id"]
 
 #: Seconds a reserved task without state counts as active even if the broker does not show it yet.
 RESERVATION_GRACE = 60.0
 #: Seconds a user's bookkeeping is kept after their last submit.
 _KEEP = 7 * 86400
 _MAX_USER_ID = 200
+
+
+def normalize_user_id(user_id: str) -> str:
+    """One user, one id: NFKC (fullwidth ``\\uff55`` is ``u``), trimmed, case-folded (``U1`` is ``u1``).
+
+    The backend may send the same user's id as typed, padded or in another Unicode form; each spelling
+    counted apart would multiply ``MAX_ACTIVE_PER_USER``.
+    """
+    return unicodedata.normalize("NFKC", str(user_id)).strip().casefold()
 
 
 class UserLimits:
@@ -65,9 +75,11 @@ class UserLimits:
 
     @staticmethod
     def check_user_id(user_id: str) -> str:
-        if not user_id or len(user_id) > _MAX_USER_ID:
+        """The user's id as the limit counts it: ``normalize_user_id``, 1 to 200 characters."""
+        normal = normalize_user_id(user_id)
+        if not normal or len(normal) > _MAX_USER_ID:
             raise ValueError(f"user_id must be 1 to {_MAX_USER_ID} characters long")
-        return user_id
+        return normal
 
     def _present(self, user_id: str) -> list[str]:
         """Members whose message is still in the broker: queued, delayed, or held by a worker."""
@@ -85,7 +97,7 @@ class UserLimits:
         return [task_id for i, task_id in enumerate(located) if found[2 * i] or found[2 * i + 1]]
 
     def _run(self, user_id: str, task_id: str) -> tuple[bool, int]:
-        self.check_user_id(user_id)
+        user_id = self.check_user_id(user_id)
         try:
             present = self._present(user_id)
             ok, active = self._reserve(
@@ -119,11 +131,11 @@ class UserLimits:
         """Record where the reserved task's message went, so later submits can find it in the broker."""
         # On failure the grace period covers it; a lost location only frees the slot sooner.
         with contextlib.suppress(redis.RedisError):
-            self.client.hset(self._keys(user_id)[1], task_id, f"{queue_name} {redis_message_id}")
+            self.client.hset(self._keys(self.check_user_id(user_id))[1], task_id, f"{queue_name} {redis_message_id}")
 
     def release(self, user_id: str, task_id: str) -> None:
         """Give back a reservation whose message never reached the broker."""
-        keys = self._keys(user_id)
+        keys = self._keys(self.check_user_id(user_id))
         # On failure: without state or message it is forgotten after the grace period.
         with contextlib.suppress(redis.RedisError):
             self.client.zrem(keys[0], task_id)

@@ -123,12 +123,18 @@ def parse_lineage(
         if len(statements) != 1:
             raise ValueError(f"Expected one SQL statement, got {len(statements)}")
         statement = statements[0]
+        while isinstance(statement, exp.Subquery) and isinstance(statement.this, exp.Query):
+            statement = statement.this  # ``(SELECT ...)``: the query inside the parentheses
         root = build_scope(statement) if isinstance(statement, exp.Query) else None
         if root is None:
             raise ValueError(f"Expected a SELECT query, got {statement.key.upper()}")
         return _Lineage(statement, root, source_table, columns).result(parsed_at)
     except (SqlglotError, ValueError) as exc:
         return _error(source_table, _ANSI.sub("", str(exc)), parsed_at)
+    except RecursionError:
+        return _error(source_table, "SQL is nested too deeply to parse", parsed_at)
+    except Exception as exc:  # spec 8.2: a parse failure of any kind is an error lineage, never a failed task
+        return _error(source_table, _ANSI.sub("", f"{type(exc).__name__}: {exc}"), parsed_at)
 
 
 def _is_whole_table(sql: str, source_table: str) -> bool:

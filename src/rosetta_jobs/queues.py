@@ -1,8 +1,8 @@
-"""What is waiting in the broker: queue depths and dead letters, read from Dramatiq's Redis keys.
+"""What is waiting in the broker: queue depths, waiting jobs and dead letters, read from Dramatiq's Redis keys.
 
-Shared by ``/health``, ``/metrics`` and ``/admin``. The key layout is Dramatiq's, spelled once by
-``layout.DramatiqKeys``: ready ids, payloads of ready *and* fetched-but-unacked messages, delayed
-messages, and dead letters scored by nack time.
+Shared by ``/health``, ``/metrics``, ``/admin`` and the ``rosetta-jobs`` commands. The key layout is
+Dramatiq's, spelled once by ``layout.DramatiqKeys``: ready ids, payloads of ready *and*
+fetched-but-unacked messages, delayed messages, and dead letters scored by nack time.
 """
 
 from __future__ import annotations
@@ -16,10 +16,13 @@ from typing import Any, cast
 import redis
 
 from .layout import DramatiqKeys, script
-from .states import exception_message
+from .states import REVOKED, build_meta, exception_message, revoked_exception
 from .store import TaskStore
 
-__all__ = ["DeadLetter", "QueueDepth", "QueueInspector", "is_queue_name"]
+__all__ = ["PURGE_BATCH", "DeadLetter", "QueueDepth", "QueueInspector", "WaitingJob", "is_queue_name", "unconsumed"]
+
+#: Messages taken off a queue per step of a purge (one Lua call each).
+PURGE_BATCH = 500
 
 _QUEUE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,199}$")
 
@@ -38,6 +41,31 @@ class QueueDepth:
     delayed: int
     dead_lettered: int
     in_progress: int
+
+    def asdict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def unconsumed(depths: list[QueueDepth], consumed: set[str] | frozenset[str]) -> list[str]:
+    """The queues that hold work (ready or delayed) which none of the ``consumed`` queues' workers will take."""
+    return [q.name for q in depths if q.ready + q.delayed > 0 and q.name not in consumed]
+
+
+@dataclass(frozen=True)
+class WaitingJob:
+    """One message waiting in a queue: ``ready`` (in the order workers take them) or ``delayed`` (until ``eta``)."""
+
+    redis_id: str
+    task_id: str
+    queue: str
+    actor: str
+    args: list[Any]
+    kwargs: dict[str, Any]
+    state: str
+    position: int
+    enqueued_at: float | None
+    eta: float | None
+    user: str | None
 
     def asdict(self) -> dict[str, Any]:
         return asdict(self)
@@ -73,6 +101,7 @@ class QueueInspector:
         self.store = store
         self.keys = DramatiqKeys(namespace)
         self._requeue = script(client, "requeue_dead_letter")
+        self._purge = script(client, "purge_queue")
 
     def queue_names(self, known: tuple[str, ...] | list[str] = ()) -> list[str]:
         """Every queue with a key in the broker, plus ``known`` ones (those workers listen to)."""
@@ -161,6 +190,69 @@ class QueueInspector:
             traceback=meta.get("traceback") if meta else None,
         )
 
+    def waiting(self, queue: str, *, limit: int = 50) -> list[WaitingJob]:
+        """The first ``limit`` ready messages of ``queue`` in the order workers take them, then its delayed ones.
+
+        Delayed messages include those a worker holds in memory until their eta (Dramatiq's delay queue).
+        """
+        if not is_queue_name(queue):
+            return []
+        ids = [raw.decode() for raw in cast("list[bytes]", self.client.lrange(self.keys.queue(queue), 0, limit - 1))]
+        payloads = cast("list[bytes | None]", self.client.hmget(self.keys.messages(queue), ids)) if ids else []
+        jobs = [
+            _waiting(queue, redis_id, payload, "ready", position)
+            for position, (redis_id, payload) in enumerate(zip(ids, payloads, strict=True), start=1)
+            if payload is not None
+        ]
+        left = limit - len(jobs)
+        if left > 0:
+            delayed = cast("dict[bytes, bytes]", self.client.hgetall(self.keys.delayed_messages(queue)))
+            later = [_waiting(queue, k.decode(), v, "delayed", 0) for k, v in delayed.items()]
+            later.sort(key=lambda job: job.eta or 0)
+            jobs += [
+                WaitingJob(**{**job.asdict(), "position": len(jobs) + n}) for n, job in enumerate(later[:left], start=1)
+            ]
+        return jobs
+
+    def purge(self, queue: str) -> list[WaitingJob]:
+        """Drop every message waiting in ``queue`` (ready and delayed) and write REVOKED for each, so pollers stop.
+
+        What a worker already fetched is left alone, except delayed messages a worker holds until their
+        eta: those are cancelled (REVOKED, and skipped when due). Returns the jobs purged, oldest first.
+        """
+        if not is_queue_name(queue):
+            return []
+        keys = [
+            self.keys.queue(queue),
+            self.keys.messages(queue),
+            self.keys.delayed(queue),
+            self.keys.delayed_messages(queue),
+        ]
+        # Bounded: what arrives while the purge runs is left for the workers (or the next purge).
+        budget = int(cast("int", self.client.llen(keys[0]))) + int(cast("int", self.client.llen(keys[2])))
+        purged: list[WaitingJob] = []
+        while budget > 0:
+            taken = cast("list[bytes]", self._purge(keys=keys, args=[min(budget, PURGE_BATCH)]))
+            if not taken:
+                break
+            budget -= len(taken)
+            for payload in taken:
+                job = _waiting(queue, "", payload, "ready", len(purged) + 1)
+                purged.append(job)
+                if job.task_id:
+                    self._revoke(job)
+        held = cast("dict[bytes, bytes]", self.client.hgetall(self.keys.delayed_messages(queue)))
+        for payload in held.values():
+            job = _waiting(queue, "", payload, "delayed", len(purged) + 1)
+            if job.task_id and self.store.cancel(job.task_id, known=True)["cancelled"]:
+                purged.append(job)
+        return purged
+
+    def _revoke(self, job: WaitingJob) -> None:
+        context = {"actor": job.actor, "queue": job.queue, "args": job.args, "kwargs": job.kwargs, "user": job.user,
+                   "enqueued_at": job.enqueued_at}  # fmt: skip
+        self.store.write(build_meta(job.task_id, REVOKED, revoked_exception("purged")), context=context)
+
     def requeue(self, queue: str, redis_id: str) -> bool:
         """Put one dead letter back at the end of its queue so that it runs again.
 
@@ -212,3 +304,29 @@ class QueueInspector:
         pipe.hdel(self.keys.dead_messages(queue), redis_id)
         removed, _ = pipe.execute()
         return bool(removed)
+
+
+def _waiting(queue: str, redis_id: str, payload: bytes, state: str, position: int) -> WaitingJob:
+    try:
+        doc = json.loads(payload)
+    except ValueError:
+        doc = {}
+    if not isinstance(doc, dict):
+        doc = {}
+    raw_options = doc.get("options")
+    options: dict[str, Any] = raw_options if isinstance(raw_options, dict) else {}
+    stamp, eta = doc.get("message_timestamp"), options.get("eta")
+    user = options.get("user_id")
+    return WaitingJob(
+        redis_id=redis_id or str(options.get("redis_message_id") or ""),
+        task_id=str(doc.get("message_id") or ""),
+        queue=queue,
+        actor=str(doc.get("actor_name") or "?"),
+        args=list(doc.get("args") or []),
+        kwargs=dict(doc.get("kwargs") or {}),
+        state=state,
+        position=position,
+        enqueued_at=stamp / 1000 if isinstance(stamp, int | float) else None,
+        eta=eta / 1000 if isinstance(eta, int | float) else None,
+        user=str(user) if user is not None else None,
+    )

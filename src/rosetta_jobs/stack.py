@@ -53,7 +53,11 @@ def time_limits(settings: Settings, contracts: Mapping[str, JobContract] = CONTR
 def build_middleware(settings: Settings) -> list[Middleware]:
     """The worker's middleware, in order (see the module's docstring)."""
     store = TaskStore.from_url(
-        settings.result_backend_url, expires=settings.result_expires, namespace=settings.broker_namespace
+        settings.result_backend_url,
+        expires=settings.result_expires,
+        namespace=settings.broker_namespace,
+        history_max=settings.task_history_max,
+        history_max_age=settings.task_history_max_age,
     )
     jobs = RunningJobs()
     task_state = TaskState(store=store, jobs=jobs, max_worker_losses=settings.max_worker_losses)

@@ -9,21 +9,41 @@ from __future__ import annotations
 
 import functools
 import time
+from collections.abc import Mapping
 from typing import Any, cast
 
 import redis
 from loguru import logger
 
 from . import codec
-from .errors import BrokerUnavailable
+from .errors import BrokerUnavailable, StateRefused
+from .history import history_entry
 from .layout import Keys, script
 from .redact import redact
 from .states import FINAL_STATES, PENDING, REVOKED, build_meta, revoked_exception
 
-__all__ = ["SUBMITTED_TTL", "TaskStore", "redis_client"]
+__all__ = [
+    "FULL_WAIT",
+    "HISTORY_MAX",
+    "HISTORY_MAX_AGE",
+    "MAX_STATE_BYTES",
+    "SUBMITTED_TTL",
+    "TaskStore",
+    "redis_client",
+]
 
 #: How long a submitted task is known to ``cancel`` while it waits in a queue (Dramatiq's DLQ TTL).
 SUBMITTED_TTL = 7 * 24 * 3600
+#: The largest task state stored (bytes of JSON): a poller reads it whole, and Redis refuses 512 MB anyway.
+MAX_STATE_BYTES = 32 * 2**20
+#: States above this size whose connection drops while Redis still answers were refused for their size
+#: (``proto-max-bulk-len``, ``client-query-buffer-limit``: Redis closes the connection, at 1 MB at the least).
+_REFUSABLE_BYTES = 2**20
+#: Seconds a write is retried while Redis answers "OOM": keys expiring may free room, but not forever.
+FULL_WAIT = 30.0
+#: Default retention of the task history: entries, and seconds (``TASK_HISTORY_MAX``, ``TASK_HISTORY_MAX_AGE``).
+HISTORY_MAX = 10_000
+HISTORY_MAX_AGE = 7 * 24 * 3600
 
 
 @functools.lru_cache(maxsize=32)
@@ -35,17 +55,38 @@ def redis_client(url: str) -> redis.Redis:
 class TaskStore:
     """Read and write task meta. Thread-safe; one per process is enough."""
 
-    def __init__(self, client: redis.Redis, *, expires: int = 600, url: str = "", namespace: str = "dramatiq") -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        expires: int = 600,
+        url: str = "",
+        namespace: str = "dramatiq",
+        history_max: int = HISTORY_MAX,
+        history_max_age: int = HISTORY_MAX_AGE,
+    ) -> None:
         self.client = client
         self.expires = expires
         self.url = url
         self.keys = Keys(namespace)
+        #: Retention of the task history (``history.py``): entries and seconds; 0 turns it off.
+        self.history_max = history_max
+        self.history_max_age = history_max_age
         self._write = script(client, "task_write")
         self._start = script(client, "task_start")
 
     @classmethod
-    def from_url(cls, url: str, *, expires: int = 600, namespace: str = "dramatiq") -> TaskStore:
-        return cls(redis_client(url), expires=expires, url=url, namespace=namespace)
+    def from_url(
+        cls,
+        url: str,
+        *,
+        expires: int = 600,
+        namespace: str = "dramatiq",
+        history_max: int = HISTORY_MAX,
+        history_max_age: int = HISTORY_MAX_AGE,
+    ) -> TaskStore:
+        return cls(redis_client(url), expires=expires, url=url, namespace=namespace, history_max=history_max,
+                   history_max_age=history_max_age)  # fmt: skip
 
     key = staticmethod(Keys.meta)
 
@@ -66,22 +107,64 @@ class TaskStore:
         doc = codec.loads(raw)
         return doc if isinstance(doc, dict) else None
 
-    def write(self, meta: dict[str, Any], *, wait: float = 0.0) -> bool:
+    def write(self, meta: dict[str, Any], *, wait: float = 0.0, context: Mapping[str, Any] | None = None) -> bool:
         """Store ``meta`` unless a final state is already there. Returns whether it was written.
 
-        With ``wait``, a connection error is retried for up to that many seconds: a worker must not
-        acknowledge a job whose final state it could not store (Dramatiq retries its ack the same way).
+        A final state is recorded in the task history by the same Lua call (``history.history_entry``;
+        ``context`` fills in what the meta does not say: the user, when the job was enqueued and started).
+
+        With ``wait``, an outage is retried for up to that many seconds, each retry logged: a worker must
+        not acknowledge a job whose final state it could not store (Dramatiq retries its ack the same way).
+        A refusal is not an outage and is never waited out: ``StateRefused`` at once for a state over
+        ``MAX_STATE_BYTES`` or one whose connection Redis closed while still answering PING (too large for
+        it), and after at most ``FULL_WAIT`` seconds of "OOM" answers.
         """
+        task_id = meta["task_id"]
         payload = codec.dumps(meta)
-        deadline = time.monotonic() + wait
+        if len(payload) > MAX_STATE_BYTES:
+            raise StateRefused(
+                f"the state of {task_id} is {len(payload):,} bytes; at most {MAX_STATE_BYTES:,} are stored"
+            )
+        history = self._history_args(meta, context)
+        started = time.monotonic()
+        deadline, full_deadline = started + wait, started + min(wait, FULL_WAIT)
+        attempt = 0
         while True:
+            attempt += 1
             try:
-                return bool(self._write(keys=[self.key(meta["task_id"])], args=[payload, self.expires]))
+                return bool(self._write(keys=self._write_keys(task_id), args=[payload, self.expires, *history]))
+            except redis.OutOfMemoryError as exc:
+                if time.monotonic() >= full_deadline:
+                    raise StateRefused(f"Redis is out of memory ({exc}); gave up after {attempt} attempts") from None
+                logger.warning("cannot store the state of {}: Redis is full ({}); retry {}", task_id, exc, attempt)
+            except redis.ResponseError as exc:
+                raise StateRefused(f"Redis refused the state of {task_id} ({len(payload):,} bytes): {exc}") from None
             except (redis.ConnectionError, redis.TimeoutError) as exc:
+                if len(payload) > _REFUSABLE_BYTES and self._answers():
+                    raise StateRefused(
+                        f"Redis closed the connection on the state of {task_id} ({len(payload):,} bytes) "
+                        "while answering PING: too large for it"
+                    ) from None
                 if time.monotonic() >= deadline:
                     raise
-                logger.warning("cannot store the state of {} yet ({}); retrying", meta["task_id"], exc)
-                time.sleep(0.5)
+                logger.warning("cannot store the state of {} yet ({}); retry {}", task_id, exc, attempt)
+            time.sleep(0.5)
+
+    def _write_keys(self, task_id: str) -> list[str]:
+        return [self.key(task_id), self.keys.history(), self.keys.history_entries()]
+
+    def _history_args(self, meta: dict[str, Any], context: Mapping[str, Any] | None) -> list[Any]:
+        """``task_write``'s history arguments: the task id, its entry ('' unless final), now, the retention."""
+        now = time.time()
+        final = meta.get("status") in FINAL_STATES and self.history_max > 0
+        entry = codec.dumps(history_entry(meta, context, now=now)) if final else b""
+        return [meta["task_id"], entry, int(now * 1000), self.history_max, self.history_max_age]
+
+    def _answers(self) -> bool:
+        try:
+            return bool(self.client.ping())
+        except redis.RedisError:
+            return False
 
     def is_final(self, task_id: str) -> bool:
         meta = self.get(task_id)
@@ -97,6 +180,11 @@ class TaskStore:
 
     def is_submitted(self, task_id: str) -> bool:
         return bool(self.client.exists(self.keys.submitted(task_id)))
+
+    def submitted_queue(self, task_id: str) -> str | None:
+        """The queue ``task_id`` was enqueued on, while its submitted record lasts (``SUBMITTED_TTL``)."""
+        raw = cast("bytes | None", self.client.get(self.keys.submitted(task_id)))
+        return raw.decode() if raw is not None else None
 
     def request_cancel(self, task_id: str) -> None:
         """Flag ``task_id`` as cancelled for as long as its message may wait in a queue.
@@ -150,7 +238,10 @@ class TaskStore:
             return {"task_id": task_id, "cancelled": False, "state": PENDING,
                     "reason": "no task with this id was submitted"}  # fmt: skip
         self.request_cancel(task_id)
-        if not self.write(build_meta(task_id, REVOKED, revoked_exception())):
+        # The history entry gets the actor, queue and arguments of a task that had started.
+        started = {"actor": meta.get("name"), "queue": meta.get("queue"), "args": meta.get("args"),
+                   "kwargs": meta.get("kwargs")} if meta else None  # fmt: skip
+        if not self.write(build_meta(task_id, REVOKED, revoked_exception()), context=started):
             final = (self.get(task_id) or {}).get("status", state)
             return {"task_id": task_id, "cancelled": False, "state": final, "reason": f"the task already ended {final}"}
         return {"task_id": task_id, "cancelled": True, "state": REVOKED}

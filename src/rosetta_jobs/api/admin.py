@@ -21,7 +21,7 @@ from pydantic import BaseModel
 from ..middleware.metrics import read_recent_failures
 from ..queues import is_queue_name
 from ..states import FINAL_STATES, status_dict
-from .auth import ADMIN_COOKIE, SESSION_SECONDS, admin_identity, matches, require_admin, session_cookie
+from .auth import ADMIN_COOKIE, SESSION_SECONDS, admin_identity, matches, require_admin, same_origin, session_cookie
 from .context import Ops, worker_dict
 from .history import read_history
 
@@ -107,6 +107,8 @@ async def login(request: Request) -> Response:
     expected = _ops(request).settings.admin_api_key
     if not expected:
         return _refusal(request, 403, "the dashboard is disabled: ADMIN_API_KEY is not set on the service")
+    if same_origin(request) is False:  # a form on another origin must not log this browser in
+        return _refusal(request, 403, "cross-origin request refused: log in from the dashboard's own page")
     body = (await request.body())[:4096].decode("utf-8", errors="replace")
     given = (parse_qs(body).get("key") or [""])[0]
     if not given or not matches(given, expected):
@@ -125,8 +127,10 @@ async def login(request: Request) -> Response:
     return response
 
 
-@pages.post("/logout")
-def logout(request: Request) -> RedirectResponse:
+@pages.post("/logout", response_model=None)
+def logout(request: Request) -> Response:
+    if same_origin(request) is False:
+        return _refusal(request, 403, "cross-origin request refused: log out from the dashboard's own page")
     root = request.scope.get("root_path", "")
     response = RedirectResponse(f"{root}/admin/login", status_code=303)
     response.delete_cookie(ADMIN_COOKIE, path=f"{root}/admin")

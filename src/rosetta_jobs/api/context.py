@@ -1,23 +1,20 @@
 """What every route of the ops service reads: the client, the broker's queues, the workers' heartbeats.
 
-One ``Ops`` per app, built from the settings; its Redis clients are thread-safe and the
-sync routes run in FastAPI's thread pool.
+One ``Ops`` per app, built from the settings (a ``deployment.Deployment``, which the ``rosetta-jobs``
+commands read too); its Redis clients are thread-safe and the sync routes run in FastAPI's thread pool.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
-import redis
 import redis.asyncio as aioredis
 
-from ..client import JobClient
 from ..config import Settings
-from ..queues import QueueDepth, QueueInspector
-from ..workers import WorkerInfo, read_workers
+from ..deployment import Deployment, Snapshot
+from ..workers import WorkerInfo
 
 __all__ = ["Ops", "Snapshot", "utc_now", "worker_dict"]
 
@@ -27,50 +24,11 @@ def utc_now() -> str:
     return dt.datetime.now(dt.UTC).isoformat()
 
 
-@dataclass
-class Snapshot:
-    """Workers and queues read at one moment."""
-
-    workers: list[WorkerInfo]
-    queues: list[QueueDepth]
-    taken_at: float = field(default_factory=time.time)
-
-    @property
-    def running_workers(self) -> list[WorkerInfo]:
-        return [w for w in self.workers if w.state == "running"]
-
-    @property
-    def active_tasks(self) -> int:
-        return sum(w.busy for w in self.workers)
-
-    @property
-    def reserved_tasks(self) -> int:
-        """Fetched by a worker but not running yet: Celery's "reserved"."""
-        return max(sum(q.in_progress for q in self.queues) - self.active_tasks, 0)
-
-    def queues_dict(self) -> dict[str, dict[str, int]]:
-        return {
-            q.name: {
-                "ready": q.ready,
-                "delayed": q.delayed,
-                "dead_lettered": q.dead_lettered,
-                "in_progress": q.in_progress,
-            }
-            for q in self.queues
-        }
-
-
-class Ops:
-    """The service's view of one rosetta-jobs deployment."""
+class Ops(Deployment):
+    """The service's view of one rosetta-jobs deployment: a ``Deployment`` plus the SSE streams' client."""
 
     def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.namespace = settings.broker_namespace
-        self.client = JobClient.from_settings(settings)
-        self.store = self.client.store
-        self.results: redis.Redis = self.store.client
-        self.broker: redis.Redis = self.client.broker.client
-        self.inspector = QueueInspector(client=self.broker, namespace=self.namespace, store=self.store)
+        super().__init__(settings)
         self._async_results: aioredis.Redis | None = None
 
     @property
@@ -86,23 +44,6 @@ class Ops:
         if self._async_results is not None:
             await self._async_results.aclose()
             self._async_results = None
-
-    def workers(self) -> list[WorkerInfo]:
-        return read_workers(self.results, self.namespace)
-
-    def snapshot(self) -> Snapshot:
-        """Live workers and the depth of every queue they listen to or that holds messages.
-
-        Raises ``redis.RedisError`` when either Redis does not answer.
-        """
-        workers = self.workers()
-        known = sorted({q for w in workers for q in w.queues})
-        names = self.inspector.queue_names(known)
-        return Snapshot(workers=workers, queues=self.inspector.depths(names))
-
-    def ping(self) -> None:
-        self.broker.ping()
-        self.results.ping()
 
 
 def worker_dict(worker: WorkerInfo, *, now: float | None = None) -> dict[str, Any]:

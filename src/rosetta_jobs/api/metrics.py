@@ -120,6 +120,16 @@ class RedisCollector(Collector):
                 depth.add_metric([queue.name, state], getattr(queue, state))
         yield depth
 
+        stranded = set(snapshot.unconsumed)
+        unconsumed = GaugeMetricFamily(
+            "rosetta_jobs_queue_unconsumed",
+            "1 when a queue holds ready or delayed messages and no live worker process consumes it",
+            labels=["queue"],
+        )
+        for queue in snapshot.queues:
+            unconsumed.add_metric([queue.name], int(queue.name in stranded))
+        yield unconsumed
+
         live = snapshot.running_workers
         yield GaugeMetricFamily("rosetta_jobs_workers", "Worker processes with a live heartbeat", value=len(live))
         yield GaugeMetricFamily(

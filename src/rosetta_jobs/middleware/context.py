@@ -22,7 +22,7 @@ from dramatiq.middleware import Middleware
 from loguru import logger
 
 from ..actor import run_as_job
-from ..errors import JobTimedOut
+from ..errors import JobAbandoned, JobTimedOut
 from ..job import Job, ProgressWriter, RunningJobs, set_current_job
 
 __all__ = ["DEFAULT_TIME_LIMIT_MS", "JobContext", "TimeLimit"]
@@ -111,6 +111,11 @@ class TimeLimit(Middleware):
     def after_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         # Not before: the jobs still running while the worker drains stay under control until they end.
         self._stopping.set()
+        # Past the drain, the process exits with these jobs unfinished: their messages stay unacknowledged
+        # and run again elsewhere (Recovery), so what they started (a subprocess group) must not run on.
+        for job in self.jobs.snapshot():
+            if job.stop(JobAbandoned):
+                logger.warning("task {} ({}) abandoned at shutdown; it runs again on another worker", job.id, job.actor)
 
     def _watch(self) -> None:
         while not self._stopping.wait(self.interval):

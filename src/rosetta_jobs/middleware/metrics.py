@@ -24,7 +24,7 @@ from dramatiq.common import q_name
 from dramatiq.middleware import Middleware
 from loguru import logger
 
-from ..errors import JobCancelled, JobTimedOut
+from ..errors import JobAbandoned, JobCancelled, JobTimedOut
 from ..job import Job, RunningJobs
 from ..layout import Keys
 
@@ -72,6 +72,8 @@ def _outcome(message: dramatiq.MessageProxy, job: Job | None, exception: BaseExc
         return "cancelled"
     if isinstance(exception, JobTimedOut):
         return "timeout"
+    if isinstance(exception, JobAbandoned):
+        return "abandoned"
     if exception is None:
         return "rejected" if message.failed else "success"
     return "failure" if message.failed else "retry"

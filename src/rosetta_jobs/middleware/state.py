@@ -19,7 +19,7 @@ from dramatiq.middleware import Middleware, SkipMessage
 from loguru import logger
 
 from .. import codec
-from ..errors import WorkerLost
+from ..errors import JobAbandoned, StateRefused, WorkerLost
 from ..job import Job, RunningJobs
 from ..states import (
     FAILURE,
@@ -72,11 +72,45 @@ class TaskState(Middleware):
         wait = FINAL_WRITE_WAIT if status in FINAL_STATES or status == RETRY else 0.0
         meta = self._meta(message, status, result, **extra)
         if wait:
-            return self.store.write(meta, wait=wait)
+            try:
+                return self.store.write(meta, wait=wait, context=self._history(message))
+            except StateRefused as exc:
+                return self._refused(message, status, exc)
         try:
             return self.store.write(meta)
-        except redis.RedisError as exc:  # STARTED/PROGRESS must not fail the job over a Redis outage
+        except (redis.RedisError, StateRefused) as exc:  # STARTED/PROGRESS must not fail the job over Redis
             logger.warning("task {}: could not store {} ({})", message.message_id, status, exc)
+            return False
+
+    def _history(self, message: dramatiq.MessageProxy) -> dict[str, Any]:
+        """What the task history records besides the meta: who sent the job, when it was enqueued and started."""
+        job = self.jobs.get(message.message_id)
+        return {
+            "user": message.options.get("user_id"),
+            "enqueued_at": message.message_timestamp / 1000,
+            "started_at": job.started_at if job is not None else None,
+            "args": message.args,
+            "kwargs": message.kwargs,
+        }
+
+    def _refused(self, message: dramatiq.MessageProxy, status: str, exc: StateRefused) -> bool:
+        """Redis refused a final state (too large, full): store a small FAILURE that says so, once, bounded.
+
+        The poller must see the task end: a refused SUCCESS retried for ever left it PROGRESS for good.
+        If even the small FAILURE is refused (Redis is full), the attempt ends there, logged.
+        """
+        logger.error("task {}: the result backend refused its {} state: {}", message.message_id, status, exc)
+        if status not in FINAL_STATES:
+            return False  # a RETRY: the next attempt writes its own state
+        error = encode_exception(StateRefused(f"the {status} state was refused: {exc}"))
+        # Without the arguments: they may be what made the state too large.
+        failure = build_meta(message.message_id, FAILURE, error, name=message.actor_name, worker=self.hostname,
+                             queue=q_name(message.queue_name))  # fmt: skip
+        try:
+            return self.store.write(failure, wait=FINAL_WRITE_WAIT, context=self._history(message))
+        except (StateRefused, redis.RedisError) as again:
+            logger.error("task {}: its FAILURE state was refused too ({}); the task keeps its last state",
+                         message.message_id, again)  # fmt: skip
             return False
 
     def before_process_message(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
@@ -114,6 +148,8 @@ class TaskState(Middleware):
     ) -> None:
         attempt = max(message.options.get("retries", 1) - 1, 0)
         job = self.jobs.get(message.message_id)
+        if isinstance(exception, JobAbandoned):
+            return  # the process is exiting unacknowledged: the run elsewhere writes the state
         if job is not None and job.outcome == "cancelled":
             self.write(message, REVOKED, revoked_exception())  # kept if REVOKED is there: shown again if expired
         elif exception is None:

@@ -26,6 +26,7 @@ the source's connection config as before, and the pool prefers the executor that
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import os
 import signal
@@ -46,7 +47,16 @@ from ..errors import ConfigError, JobCancelled, JobInterrupt, JobTimedOut, Previ
 from ..job import Job
 from .bounds import shown_size
 
-__all__ = ["GRACE", "RETIRE_FRACTION", "WATCHDOG_SLACK", "Answer", "Executor", "ExecutorConfig", "ExecutorPool"]
+__all__ = [
+    "GRACE",
+    "MIN_BOUND",
+    "RETIRE_FRACTION",
+    "WATCHDOG_SLACK",
+    "Answer",
+    "Executor",
+    "ExecutorConfig",
+    "ExecutorPool",
+]
 
 #: Seconds an executor has to answer a stop before it is killed.
 GRACE = 0.3
@@ -60,6 +70,9 @@ SAMPLE_EVERY = 0.05
 START_TIMEOUT = 60.0
 #: Attached sessions one executor keeps between previews (each holds a connection to its source).
 IDLE_SESSIONS = 2
+#: The smallest bound an executor gets: loading the postgres extension into a new session (read and
+#: verified in memory) needs ~300 MB of data segment for a moment (measured: 384 MB aborts the LOAD).
+MIN_BOUND = 512 * 2**20
 
 #: Environment variables an executor does not get: it needs no credentials but the source's, sent per preview.
 _SECRET_ENV = ("CREDENTIAL_ENCRYPTION_KEY", "DATABASE_URL", "API_KEY", "ADMIN_API_KEY")
@@ -84,7 +97,7 @@ class ExecutorConfig:
     @property
     def memory_bound(self) -> int:
         """The executor's ``RLIMIT_DATA``: DuckDB's own limit plus room for Python, Arrow and the result."""
-        return self.memory_limit + self.headroom
+        return max(self.memory_limit + self.headroom, MIN_BOUND)
 
     def argument(self) -> str:
         return codec.dumps(
@@ -202,7 +215,10 @@ class ExecutorPool:
     ):
         self.config = config
         self.slots = slots
-        self._start = start or Executor.start
+        self._start_fn = start or Executor.start
+        # Every executor is started from this one long-lived thread: PR_SET_PDEATHSIG fires when the thread
+        # that started a child ends, not only the process, so a short-lived starter would kill its executor.
+        self._launcher = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="preview-executor-launcher")
         self._semaphore = threading.BoundedSemaphore(slots)
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
@@ -360,6 +376,9 @@ class ExecutorPool:
                 self._cond.notify_all()
         return executor
 
+    def _start(self, config: ExecutorConfig) -> Executor:
+        return self._launcher.submit(self._start_fn, config).result()
+
     def _remember(self, executor: Executor, fingerprint: str) -> None:
         if fingerprint in executor.sources:
             executor.sources.remove(fingerprint)
@@ -426,6 +445,7 @@ class ExecutorPool:
             self._cond.notify_all()
         for executor in executors:
             executor.kill("closed")
+        self._launcher.shutdown(wait=False, cancel_futures=True)
 
 
 class _Stop:
