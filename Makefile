@@ -6,10 +6,12 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
+# Compose v2 (`docker compose`) when the plugin is there, else Debian's docker-compose 1.29: both read compose.yaml.
+COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
 PROCESSES ?= 2
 THREADS ?= 4
 
-.PHONY: help install services demo worker serve test lint format typecheck docs bench chaos up down clean
+.PHONY: help install services demo worker serve test lint format typecheck docs bench chaos up down image-test clean
 
 help: ## list the commands
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -27,8 +29,8 @@ services: ## make sure Redis and PostgreSQL run on 127.0.0.1 (starts them if ins
 demo: install services ## the main job end to end: seed demo databases, start a worker, run a preview
 	$(VENV)/bin/rosetta-jobs demo
 
-worker: install services ## run a worker: dramatiq rosetta_jobs.actors
-	$(VENV)/bin/dramatiq rosetta_jobs.actors -p $(PROCESSES) -t $(THREADS)
+worker: install services ## run a worker: rosetta-jobs worker (dramatiq's processes, a dead one replaced)
+	$(VENV)/bin/rosetta-jobs worker -p $(PROCESSES) -t $(THREADS)
 
 serve: install services ## run the ops HTTP service (health, metrics, tasks, admin)
 	$(VENV)/bin/rosetta-jobs serve
@@ -57,11 +59,14 @@ bench: install services ## latency, throughput, memory and serialiser benchmarks
 chaos: install services ## kill workers and restart Redis under load; print lost/duplicated/recovery figures
 	$(PY) bench/chaos.py
 
-up: ## docker compose: redis, postgres (seeded), worker, ops service, prometheus
-	docker compose up -d --build
+up: ## docker compose (v2 or Debian's 1.29): redis, postgres (seeded), worker, ops service, prometheus
+	$(COMPOSE) up -d --build
 
-down: ## stop the compose stack
-	docker compose down -v
+down: ## stop the compose stack and delete its volumes
+	$(COMPOSE) down -v
+
+image-test: ## as root, minutes: build the image, run previews through it, bring compose.yaml up healthy
+	bin/image-test
 
 clean: ## remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,7 +1,8 @@
 """``make chaos``: load, killed workers, a Redis restart; then count what was lost or done twice.
 
 A private redis-server (its own port, AOF persistence) carries the broker and the task state. Two
-worker masters of one process each take 10,000 echo jobs and 500 previews; meanwhile worker
+worker masters of one process each take 10,000 echo jobs, 500 previews and 25 resource bombs (previews
+that run out of memory, time or result size in their executor); meanwhile worker
 processes are SIGKILLed at random intervals (a supervisor restarts them, as systemd or Kubernetes
 would) and Redis is restarted once. Afterwards: time-limit overshoot and cancel latency probes.
 
@@ -31,6 +32,14 @@ from rosetta_jobs.client import JobClient
 
 FINAL = {"SUCCESS", "FAILURE", "REVOKED"}
 HEAVY = "SELECT count(*) AS n FROM events a, events b, events c, events d"
+#: Previews that would take a worker down without the executors' bounds (issue 12): memory, time, result size.
+BOMBS = (
+    "SELECT len(list_sort(range(100000000))) AS l",
+    "SELECT length(repeat('x', 2000000000)) AS l",
+    "SELECT list_reduce(range(30000000), (a, b) -> a + b) AS s",
+    "SELECT repeat('ab', 500000) AS s FROM events",
+    "SELECT sum(len(range(id * 100000))) AS n FROM events",
+)
 
 
 class PrivateRedis:
@@ -203,6 +212,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--echo", type=int, default=10_000)
     parser.add_argument("--previews", type=int, default=500)
+    parser.add_argument("--bombs", type=int, default=25, help="resource-bomb previews among the load")
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--kill-every", type=float, nargs=2, default=(6.0, 12.0), metavar=("MIN", "MAX"))
     parser.add_argument("--drain", type=float, default=180.0, help="seconds to wait for the last jobs")
@@ -212,7 +222,8 @@ def main() -> int:
     server = PrivateRedis(common.ROOT / "bench" / "out" / "chaos-redis")
     server.start()
     env = {"BROKER_URL": server.url(1), "RESULT_BACKEND_URL": server.url(2), "REDIS_URL": server.url(0),
-           "DATABASE_URL": config_url, "PREVIEW_CACHE_TTL": "0"}  # fmt: skip
+           "DATABASE_URL": config_url, "PREVIEW_CACHE_TTL": "0", "DUCKDB_MEMORY_LIMIT": "512MB",
+           "DUCKDB_MAX_CONCURRENT": "2", "PREVIEW_TIME_LIMIT": "5"}  # fmt: skip
     fleet = Fleet(env)
     observer = Observer(server.url(2))
     client = JobClient(broker_url=server.url(1), result_backend_url=server.url(2))
@@ -256,16 +267,24 @@ def main() -> int:
         server.stop()
 
 
+BOMB_IDS: set[str] = set()
+
+
 def submit_load(client: JobClient, args: argparse.Namespace, source_id: int, destination_id: int) -> list[str]:
-    """Echo jobs with previews spread among them; a send refused while Redis restarts is sent again."""
+    """Echo jobs with previews and bombs spread among them; a send refused while Redis restarts is sent again."""
     task_ids: list[str] = []
     filters = [json.dumps({"version": 2, "groups": [{"conditions": [{"column": "id", "operator": ">",
                "value": i * 300}]}]}) for i in range(args.previews)]  # fmt: skip
+    bombs = [BOMBS[i % len(BOMBS)] for i in range(args.bombs)]
     every = args.echo // max(args.previews, 1) + 1
-    for i in range(args.echo + args.previews):
+    bomb_every = args.echo // max(args.bombs, 1) + 1
+    for i in range(args.echo + args.previews + args.bombs):
         while True:
             try:
-                if i % every == 0 and filters:
+                if i % bomb_every == bomb_every // 2 and bombs:
+                    task_ids.append(client.submit_preview(bombs.pop(), source_id, destination_id, "events"))
+                    BOMB_IDS.add(task_ids[-1])
+                elif i % every == 0 and filters:
                     task_ids.append(client.submit_preview(None, source_id, destination_id, "events", filters.pop()))
                 else:
                     task_ids.append(client.send("worker.test.echo", (str(i), 1, 0.002)))
@@ -318,7 +337,13 @@ def report(
         print(f"  lost {task_id}: meta={raw[:200] if raw else None!r} finals={observer.finals.get(task_id)}")
 
     print()
-    print(f"submitted        {len(task_ids)}  ({args.echo} echo + {args.previews} previews) in {elapsed:.1f} s")
+    bombs = [client.store.get(t) for t in BOMB_IDS]
+    answered = sum(
+        1 for meta in bombs if meta and meta.get("status") == "SUCCESS" and (meta.get("result") or {}).get("error")
+    )
+    print(f"submitted        {len(task_ids)}  ({args.echo} echo + {args.previews} previews + {len(BOMB_IDS)} bombs) "
+          f"in {elapsed:.1f} s")  # fmt: skip
+    print(f"bombs            {answered} of {len(BOMB_IDS)} answered with a preview error")
     print(f"completed        {completed}")
     print(f"other final      {sum(1 for s in states.values() if s in ('FAILURE', 'REVOKED'))}")
     print(f"lost             {len(lost)}{'  e.g. ' + lost[0] if lost else ''}")

@@ -271,6 +271,10 @@ def main() -> int:
 
     sys.argv = [sys.argv[0]]
     bench_serializer.main()
+    print()
+    import bench_flows  # the flow engine's preview (absolute figures: the baseline has no flows)
+
+    bench_flows.main([f"--rows={args.rows}"])
     return 0
 
 

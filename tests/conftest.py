@@ -187,13 +187,20 @@ def launch_worker(
     threads: int = 2,
     modules: tuple[str, ...] = ("testjobs",),
     wait: bool = True,
+    supervised: bool = False,
+    queues: tuple[str, ...] = (),
     **env: str,
 ) -> WorkerProcess:
-    """Start ``dramatiq rosetta_jobs.actors`` (plus the test actors) as its own process group."""
+    """Start ``dramatiq rosetta_jobs.actors`` (plus the test actors) as its own process group.
+
+    ``supervised``: under ``rosetta-jobs worker`` (the image's command), which replaces a process that dies.
+    """
+    master = ["rosetta_jobs.cli", "worker"] if supervised else ["dramatiq"]
     args = [
-        sys.executable, "-m", "dramatiq", "rosetta_jobs.actors", *modules,
-        "--path", str(ROOT / "tests" / "support"),
+        sys.executable, "-m", *master, "rosetta_jobs.actors", *modules,
         "-p", str(processes), "-t", str(threads), "--worker-shutdown-timeout", "10000",
+        *(["-Q", *queues] if queues else []),
+        "--path", str(ROOT / "tests" / "support"),
     ]  # fmt: skip
     handle = open(log, "wb")  # noqa: SIM115 - closed with the process
     proc = subprocess.Popen(args, cwd=ROOT, env=worker_env(**env), stdout=handle, stderr=subprocess.STDOUT,

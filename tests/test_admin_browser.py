@@ -15,7 +15,7 @@ from selenium.common.exceptions import NoSuchElementException, StaleElementRefer
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
-from selenium.webdriver.support.ui import WebDriverWait
+from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from rosetta_jobs.client import JobClient
 
@@ -77,6 +77,14 @@ def _text(driver: WebDriver, selector: str) -> str | None:
         element = driver.find_element(By.CSS_SELECTOR, selector)
         return element.text if element.is_displayed() else None
     except (NoSuchElementException, StaleElementReferenceException):
+        return None
+
+
+def _ids(driver: WebDriver, selector: str) -> list[str] | None:
+    """The ``data-task-id`` of the rows ``selector`` finds, or ``None`` while they are being redrawn."""
+    try:
+        return [row.get_attribute("data-task-id") or "" for row in driver.find_elements(By.CSS_SELECTOR, selector)]
+    except StaleElementReferenceException:
         return None
 
 
@@ -149,6 +157,87 @@ def test_log_in_requeue_a_dead_letter_and_see_it_complete(
 
     # (A whole-page screenshot; RJ_ADMIN_SCREENSHOT=docs/admin.png refreshes the one in the docs.)
     screenshot = os.environ.get("RJ_ADMIN_SCREENSHOT") or str(tmp_path / "admin.png")
+    browser.set_window_size(1280, int(browser.execute_script("return document.body.scrollHeight")) + 140)
+    time.sleep(0.5)
+    browser.save_screenshot(screenshot)
+    assert Path(screenshot).stat().st_size > 10_000
+
+
+def test_tasks_tab_finds_a_task_by_id_filters_by_state_and_a_queue_is_purged(
+    browser: WebDriver,
+    service: ServiceProcess,
+    start_worker: Callable[..., WorkerProcess],
+    client: JobClient,
+    tmp_path: Path,
+) -> None:
+    # Given a worker, a job that succeeded for user u1, one that failed, and one cancelled
+    start_worker()
+    done = client.send("worker.test.echo", ("hello",), user_id="u1")
+    failed = client.send("tests.fail", ("the warehouse is read-only",))
+    wait_until(lambda: client.store.is_final(done) and client.store.is_final(failed))
+    # And three jobs waiting on a queue that no worker consumes
+    stranded = [client.send("tests.pid", (0.0,), queue_name="orchestration") for _ in range(3)]
+
+    def wait_for(condition: Callable[[WebDriver], Any], what: str) -> Any:
+        try:
+            return WebDriverWait(browser, 20).until(condition)
+        except TimeoutException:
+            browser.save_screenshot(str(tmp_path / "failure.png"))
+            page = browser.find_element(By.TAG_NAME, "body").text
+            raise AssertionError(f"{what}; the page shows:\n{page[:3000]}") from None
+
+    browser.get(service.url + "/admin")
+    browser.find_element(By.ID, "key").send_keys(ADMIN_KEY)
+    browser.find_element(By.ID, "login").click()
+
+    # Then the stranded queue is flagged, with a warning naming it
+    wait_for(lambda d: "orchestration" in (_text(d, "#warnings") or ""), "no warning about the unconsumed queue")
+    row = wait_for(lambda d: _text(d, '#queues tr[data-queue="orchestration"]'), "no orchestration row")
+    assert "no consumer" in row and row.split()[:2] == ["orchestration", "no"]
+
+    # When its waiting jobs are opened
+    _click(browser, '#queues tr[data-queue="orchestration"] button.show-jobs')
+
+    # Then they are listed in order
+    wait_for(lambda d: _ids(d, "#waiting tbody tr[data-task-id]") == stranded, "jobs not listed in order")
+
+    # When the queue is purged (two clicks)
+    _click(browser, "#waiting-section button.purge")
+    _click(browser, "#waiting-section button.purge")
+
+    # Then nothing waits any more, and every poller reads REVOKED
+    wait_for(lambda d: "Nothing is waiting" in (_text(d, "#waiting") or ""), "jobs still listed")
+    wait_for(lambda d: not d.find_elements(By.CSS_SELECTOR, '#queues tr[data-queue="orchestration"]'), "queue shown")
+    assert not (_text(browser, "#warnings") or "")
+    assert [client.result(task).state for task in stranded] == ["REVOKED"] * 3
+    assert [client.get_task_status(task)["status"] for task in stranded] == ["cancelled"] * 3
+
+    # When the Tasks tab is opened and a finished task is searched by its id
+    _click(browser, "#tab-tasks")
+    browser.find_element(By.ID, "task-search").send_keys(done)
+    _click(browser, "#filter-apply")
+
+    # Then that task alone is shown, with its state, actor and user
+    wait_for(lambda d: _ids(d, "#tasks tbody tr") == [done], "search by id")
+    found = wait_for(lambda d: _text(d, f'#tasks tr[data-task-id="{done}"]'), "the task's row")
+    assert "SUCCESS" in found and "worker.test.echo" in found and "u1" in found
+
+    # When the search is cleared and the tasks filtered by state FAILURE
+    _click(browser, "#filter-clear")
+    Select(browser.find_element(By.ID, "filter-state")).select_by_visible_text("FAILURE")
+    _click(browser, "#filter-apply")
+
+    # Then only the failed task is shown, with its error type
+    wait_for(lambda d: _ids(d, "#tasks tbody tr") == [failed], "filter by state")
+    assert "ValueError" in wait_for(lambda d: _text(d, f'#tasks tr[data-task-id="{failed}"]'), "the failed row")
+
+    # And without a filter, the purged jobs are in the history as REVOKED
+    Select(browser.find_element(By.ID, "filter-state")).select_by_visible_text("Any state")
+    _click(browser, "#filter-apply")
+    wait_for(lambda d: len(_ids(d, "#tasks tbody tr[data-task-id]") or ()) == 5, "history rows")
+
+    # (RJ_TASKS_SCREENSHOT=docs/admin-tasks.png refreshes the screenshot in the docs.)
+    screenshot = os.environ.get("RJ_TASKS_SCREENSHOT") or str(tmp_path / "tasks.png")
     browser.set_window_size(1280, int(browser.execute_script("return document.body.scrollHeight")) + 140)
     time.sleep(0.5)
     browser.save_screenshot(screenshot)

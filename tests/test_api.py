@@ -101,6 +101,84 @@ def test_a_wrong_session_cookie_is_refused(service: ServiceProcess, redis_dbs: N
         assert response.status_code == 401
 
 
+@pytest.mark.parametrize(
+    "cookie",
+    ["\u00b2.abc", "9" * 5000 + ".x", "12345", ".", "99999999999.\u00e9\u00e9", "-5." + "0" * 64, "\u0661\u0662.x"],
+    ids=["superscript-digit", "huge-number", "no-dot", "only-dot", "non-ascii-signature", "negative", "arabic-digits"],
+)
+def test_a_malformed_session_cookie_is_401_not_500(service: ServiceProcess, redis_dbs: None, cookie: str) -> None:
+    # Given a malformed rj_admin cookie (sent raw, as a browser or an attacker may)
+    headers = {"cookie": f"rj_admin={cookie}".encode()}
+    # When the dashboard and its API are called with it
+    for path in ("/admin", "/admin/api/overview"):
+        response = httpx.get(service.url + path, headers=headers, timeout=5)
+        # Then it counts as not logged in: 401, never a server error
+        assert response.status_code == 401, (path, response.status_code, response.text[:200])
+
+
+def _logged_in(service: ServiceProcess) -> httpx.Client:
+    browser = httpx.Client(base_url=service.url, timeout=5)
+    assert browser.post("/admin/login", data={"key": ADMIN_KEY}).status_code == 303
+    return browser
+
+
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [
+        ({"origin": "http://127.0.0.1:1"}, 403),
+        ({"origin": "http://evil.example"}, 403),
+        ({"origin": "null"}, 403),
+        ({"referer": "http://127.0.0.1:1/page.html"}, 403),
+        ({"sec-fetch-site": "same-site", "origin": "SELF"}, 403),
+        ({}, 403),
+        ({"origin": "SELF"}, 200),
+        ({"referer": "SELF/admin"}, 200),
+        ({"sec-fetch-site": "same-origin"}, 200),
+    ],
+    ids=[
+        "other-port",
+        "other-host",
+        "null-origin",
+        "other-referer",
+        "same-site-port",
+        "no-origin",
+        "same-origin",
+        "same-referer",
+        "fetch-same-origin",
+    ],
+)
+def test_a_session_changes_nothing_from_another_origin(
+    service: ServiceProcess, redis_dbs: None, headers: dict[str, str], status: int
+) -> None:
+    # Given a logged-in browser session (the cookie is sent by any page of the same host, any port)
+    browser = _logged_in(service)
+    try:
+        sent = {key: value.replace("SELF", service.url) for key, value in headers.items()}
+        # When a state-changing dashboard request comes with the given origin headers
+        response = browser.post("/admin/api/queues/default/requeue-all", headers=sent)
+        # Then only the dashboard's own origin may change anything; reading stays open to the session
+        assert response.status_code == status, response.text
+        assert browser.get("/admin/api/overview").status_code == 200
+    finally:
+        browser.close()
+
+
+def test_the_admin_key_header_needs_no_origin(service: ServiceProcess, redis_dbs: None) -> None:
+    # Given a script with the admin key and no browser headers
+    # When it requeues, Then it is served (a page on another origin cannot send this header)
+    response = httpx.post(service.url + "/admin/api/queues/default/requeue-all", headers={"x-admin-key": ADMIN_KEY},
+                          timeout=5)  # fmt: skip
+    assert response.status_code == 200
+
+
+def test_a_login_form_on_another_origin_is_refused(service: ServiceProcess, redis_dbs: None) -> None:
+    # Given the login form posted from a page on another port
+    response = httpx.post(service.url + "/admin/login", data={"key": ADMIN_KEY},
+                          headers={"origin": "http://127.0.0.1:1"}, timeout=5)  # fmt: skip
+    # Then it is refused and sets no cookie
+    assert response.status_code == 403 and "set-cookie" not in response.headers
+
+
 def test_the_login_form_sets_a_session_cookie(service: ServiceProcess, redis_dbs: None) -> None:
     # Given the login form
     with httpx.Client(base_url=service.url, timeout=5) as browser:

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from rosetta_jobs.client import AsyncResult, JobClient
-from rosetta_jobs.errors import BrokerUnavailable, TaskFailed, TaskTimeout
+from rosetta_jobs.errors import BrokerUnavailable, TaskFailed, TaskTimeout, UnknownQueue
 from rosetta_jobs.states import FAILURE, PROGRESS, RETRY, REVOKED, STARTED, SUCCESS, build_meta, revoked_exception
 
 from .conftest import ROOT
@@ -133,3 +133,12 @@ def test_async_results_share_one_redis_client_per_url() -> None:
     first, second = AsyncResult("a"), AsyncResult("b")
     # Then they share one Redis client, not one each
     assert first.store.client is second.store.client
+
+
+def test_a_queue_no_contract_declares_is_refused(client: JobClient) -> None:
+    # When a job is sent to a queue that no job contract declares
+    with pytest.raises(UnknownQueue) as refused:
+        client.send("worker.test.echo", ("hi",), queue_name="previews")
+    # Then the error names the valid queues, and nothing was enqueued or recorded
+    assert "'previews'" in str(refused.value) and "default, orchestration, preview" in str(refused.value)
+    assert client.broker.client.keys("*previews*") == [] and client.store.client.dbsize() == 0

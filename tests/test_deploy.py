@@ -8,7 +8,8 @@
 - ``docker/postgres``: the init script is run against the local PostgreSQL under other names.
 - ``docker/prometheus``: the alert rules name metrics the ops service really exposes.
 
-Not run: ``docker build``, ``docker compose up``: no engine here (docs/operations.md says so).
+``docker build`` and ``compose up`` are run for real by ``make image-test`` (``bin/image-test``: root and
+minutes, so opt-in); docs/operations.md records what it printed last.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ import yaml
 
 from rosetta_jobs.config import Settings, parse_size
 from rosetta_jobs.crypto import Cipher
+from rosetta_jobs.preview.executor import MIN_BOUND, WATCHDOG_SLACK
 
 from .conftest import BROKER_DB, CACHE_DB, PG_ADMIN_URL, REDIS_HOST, REDIS_PORT, RESULTS_DB, redis_url, worker_env
 
@@ -190,6 +192,44 @@ def test_compose_wiring() -> None:
                 assert (ROOT / source).exists(), f"{name} mounts {source}, which does not exist"
 
 
+def test_compose_keeps_every_service_data_in_a_named_volume() -> None:
+    spec = compose()
+    # Redis' AOF, PostgreSQL's data and Prometheus' TSDB each live in a named volume, declared at the top
+    mounts = {
+        name: [str(v).split(":")[0] for v in service.get("volumes", [])] for name, service in spec["services"].items()
+    }
+    for service, volume in (("redis", "redis-data"), ("postgres", "postgres-data"), ("prometheus", "prometheus-data")):
+        assert volume in mounts[service] and volume in spec["volumes"], f"{service} keeps its data outside {volume}"
+    # And Prometheus writes where that volume is mounted
+    prometheus = spec["services"]["prometheus"]
+    assert (
+        "--storage.tsdb.path=/prometheus" in prometheus["command"]
+        and "prometheus-data:/prometheus" in prometheus["volumes"]
+    )
+
+
+def test_make_up_runs_the_compose_this_machine_has() -> None:
+    # Given Debian's docker-compose 1.29 and no compose v2 plugin (this machine), When `make -n up` is asked
+    done = subprocess.run(["make", "-n", "up", "down"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    v2 = subprocess.run(["docker", "compose", "version"], capture_output=True, timeout=30).returncode == 0 \
+        if shutil.which("docker") else False  # fmt: skip
+    # Then it runs whichever compose is installed, with the same arguments
+    expected = "docker compose" if v2 else "docker-compose"
+    assert f"{expected} up -d --build" in done.stdout and f"{expected} down -v" in done.stdout, done.stdout
+    # And COMPOSE chooses it by hand
+    forced = subprocess.run(["make", "-n", "up", "COMPOSE=docker compose"], cwd=ROOT, capture_output=True, text=True,
+                            timeout=60)  # fmt: skip
+    assert "docker compose up -d --build" in forced.stdout
+
+
+def test_the_build_backend_is_pinned() -> None:
+    # The image builds the project's wheel with the build backend, which uv.lock does not cover: one exact version
+    import tomllib
+
+    requires = tomllib.loads((ROOT / "pyproject.toml").read_text())["build-system"]["requires"]
+    assert requires and all(re.fullmatch(r"[A-Za-z0-9_.-]+==[0-9][0-9A-Za-z.]*", r) for r in requires), requires
+
+
 def test_compose_worker_settings_are_valid_and_fit_the_container(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -210,6 +250,10 @@ def test_compose_worker_settings_are_valid_and_fit_the_container(
     duckdb_total = processes * settings.duckdb_memory_limit_bytes * settings.duckdb_max_concurrent
     limit = parse_size(worker["deploy"]["resources"]["limits"]["memory"] + "B")
     assert duckdb_total <= limit * 0.75
+    # And so do the preview executors at their hard bounds, with each worker process's own ~200 MB
+    executor = max(settings.duckdb_memory_limit_bytes + parse_size(settings.preview_memory_headroom), MIN_BOUND)
+    bound = processes * (settings.duckdb_max_concurrent * (executor + WATCHDOG_SLACK) + 200 * 2**20)
+    assert bound <= limit, f"executors may use {bound / 2**30:.2f} GiB in a {limit / 2**30:.2f} GiB container"
     # And Docker waits for an in-flight preview to finish before it kills the worker
     grace = int(str(worker["stop_grace_period"]).removesuffix("s"))
     assert grace > settings.preview_time_limit
@@ -300,9 +344,12 @@ def test_dockerfile_shape() -> None:
     assert "uv sync --frozen --no-dev --extra worker --extra api" in text
     user = re.findall(r"^USER (\S+)", text, flags=re.MULTILINE)
     assert user and user[-1].split(":")[0] not in ("0", "root")
-    # The default command is the Dramatiq worker, exec'd so that it receives SIGTERM itself
+    # The default command is the supervised worker, exec'd so that it receives SIGTERM itself
     assert dockerfile_json("CMD")[:2] == ["sh", "-c"]
-    assert dockerfile_json("CMD")[2].startswith("exec dramatiq rosetta_jobs.actors --processes")
+    assert dockerfile_json("CMD")[2].startswith("exec rosetta-jobs worker --processes")
+    # DuckDB spills to a directory set explicitly, outside the root-owned working directory
+    temp = re.search(r"DUCKDB_TEMP_DIRECTORY=(\S+)", text)
+    assert temp is not None and temp.group(1).startswith("/tmp/")
     # Everything COPY takes from the context is let through by .dockerignore
     allowed = {line[1:].rstrip("/") for line in (ROOT / ".dockerignore").read_text().splitlines() if line[:1] == "!"}
     for line in re.findall(r"^COPY (?!--from)(.+)$", text, flags=re.MULTILINE):
@@ -372,9 +419,9 @@ def test_default_command_runs_a_worker_that_the_health_check_follows(redis_dbs: 
         # Then the health check passes once both processes beat, and says so
         assert check.returncode == 0, (check.stderr, (tmp_path / "worker.log").read_text())
         assert "healthy: 2 worker processes" in check.stdout
-        # And it is the dramatiq master itself that gets SIGTERM (exec), and it stops gracefully
+        # And it is the worker's master itself that gets SIGTERM (exec), and it stops gracefully
         argv = Path(f"/proc/{proc.pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
-        assert Path(argv[0]).name != "sh" and any(Path(arg).name == "dramatiq" for arg in argv[:2]), argv
+        assert Path(argv[0]).name != "sh" and "worker" in argv[:3], argv
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0
         # And a stopped worker is unhealthy at once (its heartbeats are removed on the way out)

@@ -19,6 +19,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from loguru import logger
 from psycopg.conninfo import conninfo_to_dict
 
 from rosetta_jobs.errors import JobCancelled, JobTimedOut, PreviewError
@@ -135,12 +136,18 @@ def test_the_watchdog_kills_what_the_rlimit_lets_through(
     monkeypatch.setattr(executor_module, "WATCHDOG_SLACK", 200 * MB - CONFIG.memory_bound)
     pool = make_pool()
     run(pool, source, None)
+    kills: list[str] = []
+    sink = logger.add(lambda message: kills.append(str(message)), filter=lambda r: "killed" in r["message"])
     # When a preview's RSS grows past it
     started = time.monotonic()
-    with pytest.raises(PreviewError) as info:
-        run(pool, source, "SELECT max(len(x)) AS n FROM (SELECT list_sort(range(12000000)) AS x FROM range(3))")
+    try:
+        with pytest.raises(PreviewError) as info:
+            run(pool, source, "SELECT max(len(x)) AS n FROM (SELECT range(10000000) AS x FROM orders WHERE id <= 3)")
+    finally:
+        logger.remove(sink)
     # Then the watchdog killed the executor within a few samples, and the answer is the memory error
     assert "used more than" in str(info.value)
+    assert kills and "bound 200 MB" in kills[0], kills
     assert time.monotonic() - started < 5
 
 

@@ -136,3 +136,22 @@ def test_concurrent_submits_never_exceed_the_limit(limited: JobClient) -> None:
     # Then exactly the limit got through
     assert len(accepted) == 2 and len(refused) == 6
     assert _queued(limited) == 2
+
+
+@pytest.mark.parametrize("spelling", ["Alice", "alice ", " ALICE\t", "\uff41lice", "\uff21\uff2c\uff29\uff23\uff25"])
+def test_one_user_is_one_user_however_the_id_is_spelled(limited: JobClient, spelling: str) -> None:
+    # Given a user with two queued jobs
+    limited.send("worker.test.echo", ("a",), user_id="alice")
+    limited.send("worker.test.echo", ("b",), user_id="alice")
+    # When the same user submits again, their id in another case, padded, or in fullwidth letters
+    with pytest.raises(UserLimitExceeded):
+        limited.send("worker.test.echo", ("c",), user_id=spelling)
+    # Then it counts against the same limit (NFKC, trimmed, case-folded), and nothing more was enqueued
+    assert limited.limits.active("ALICE") == 2
+    assert _queued(limited) == 2
+
+
+def test_a_blank_user_id_is_refused(limited: JobClient) -> None:
+    # Given an id that is only white space, When it is used, Then it is refused like an empty one
+    with pytest.raises(ValueError, match="user_id must be 1 to 200 characters"):
+        limited.send("worker.test.echo", ("a",), user_id="   ")

@@ -77,6 +77,21 @@ def test_metrics_add_up_across_two_worker_processes(
     assert _value(samples, "rosetta_jobs_queue_messages", queue="default", state="dead_lettered") == 2
     assert _value(samples, "rosetta_jobs_queue_messages", queue="default", state="ready") == 0
     assert _value(samples, "rosetta_jobs_redis_up") == 1
+    # And no queue is flagged as unconsumed: the one with messages has live consumers
+    assert _value(samples, "rosetta_jobs_queue_unconsumed", queue="default") == 0
+
+
+def test_a_queue_with_work_and_no_consumer_is_flagged(
+    service: ServiceProcess, start_worker: Callable[..., WorkerProcess], client: JobClient
+) -> None:
+    # Given a worker that consumes default and preview, and a job waiting on orchestration, which no worker consumes
+    start_worker()
+    client.send("tests.pid", (0.0,), queue_name="orchestration")
+    # Then /metrics flags orchestration, and only it
+    samples = _scrape(service)
+    assert _value(samples, "rosetta_jobs_queue_unconsumed", queue="orchestration") == 1
+    assert _value(samples, "rosetta_jobs_queue_messages", queue="orchestration", state="ready") == 1
+    assert _value(samples, "rosetta_jobs_queue_unconsumed", queue="default") == 0
 
 
 def test_metrics_carry_no_stale_values_over_a_crash_and_a_restart(

@@ -374,3 +374,64 @@ def test_custom_sql_with_a_legacy_filter_is_parsed_once_per_stage(
     assert lexes == ["amount > 10", "status <> 'DELETE'", user_sql]
     # And the statement is the one that runs
     assert run(session, statement) == [{"status": "A", "n": 1}, {"status": "B", "n": 1}]
+
+
+def test_a_reference_to_a_case_variant_is_not_rewritten() -> None:
+    # Given orders beside a table ORDERS in the source
+    table = TableRef("public", "orders", schema_variants=frozenset({"public"}),
+                     name_variants=frozenset({"orders", "ORDERS"}))  # fmt: skip
+    # When custom SQL names ORDERS, or a legacy filter reads it
+    for preview in (request("SELECT * FROM ORDERS"),
+                    request(filter_sql=f"id IN (SELECT id FROM {ALIAS}.public.ORDERS)")):  # fmt: skip
+        # Then the statement is refused: ORDERS is another table, not the previewed one
+        with pytest.raises(PreviewError, match="may only read the table orders"):
+            build_statement(preview, source_alias=ALIAS, table=table)
+    # And orders itself, in any case when it has no variant, is still the previewed table
+    statement = build_statement(request("SELECT * FROM Orders"), source_alias=ALIAS)
+    assert "filtered_source" in statement
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"sql": "SELECT 1\x00"}, "sql contains a NUL character"),
+        ({"filter_sql": "a = 1\x00"}, "filter_sql contains a NUL character"),
+        ({"table_name": "orders\x00"}, "table_name contains a NUL character"),
+        ({"sql": "SELECT " + "1," * 60_000 + "1"}, "sql is 120,008 bytes; a preview accepts at most 100,000 bytes"),
+        ({"filter_sql": "é" * 50_001}, "filter_sql is 100,002 bytes"),
+        ({"table_name": "t" * 1_001}, "table_name is longer than 1,000 characters"),
+    ],
+)
+def test_input_is_refused_before_parsing(fields: dict[str, str], message: str) -> None:
+    # Given a NUL or a text over its cap
+    preview = PreviewRequest(**{"sql": None, "source_id": 1, "destination_id": 2, "table_name": "orders", **fields})  # type: ignore[arg-type]
+    # When the statement is built
+    with pytest.raises(PreviewError) as info:
+        build_statement(preview, source_alias=ALIAS)
+    # Then it is refused with a message naming the field
+    assert str(info.value).startswith(message)
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "FROM orders SELECT id, amount",
+        "FROM orders",
+        "UNPIVOT (SELECT id, name, status FROM orders) ON name, status INTO NAME k VALUE v",
+        "/* a /* nested */ comment */ SELECT id FROM orders",
+    ],
+)
+def test_duckdb_select_forms_run(session: duckdb.DuckDBPyConnection, sql: str) -> None:
+    # Given a SELECT written in one of DuckDB's own forms
+    # When its statement is built and run
+    rows = run(session, build_statement(request(sql), source_alias=ALIAS))
+    # Then it returns rows of orders
+    assert rows
+
+
+def test_parse_table_name_remembers_quoting() -> None:
+    # Given quoted and unquoted parts, When parsed
+    written = parse_table_name('"My".orders')
+    # Then quoting is kept for the exact-name rule, and equality ignores it
+    assert written.schema_quoted and not written.name_quoted
+    assert written == TableRef("My", "orders")

@@ -122,3 +122,28 @@ def test_unsafe_queue_names_are_refused(client: JobClient) -> None:
         assert inspector.dead_letters(name) == []
         assert inspector.requeue(name, "id") is False
         assert inspector.delete(name, "id") is False
+
+
+def test_waiting_lists_ready_then_delayed_and_purge_revokes_them(client: JobClient) -> None:
+    # Given two ready jobs and one delayed by a minute, with no worker running
+    inspector = _inspector(client)
+    ready = [client.send("worker.test.echo", (str(i),), user_id="u1") for i in range(2)]
+    later: Message[object] = Message(queue_name="default", actor_name="worker.test.echo", args=("later",), kwargs={},
+                                     options={})  # fmt: skip
+    client.store.mark_submitted(later.message_id, "default")
+    client.broker.enqueue(later, delay=60_000)
+
+    # When the waiting jobs are listed, Then the ready ones come first in order, then the delayed one with its eta
+    waiting = inspector.waiting("default")
+    assert [(j.task_id, j.state, j.position) for j in waiting] == [
+        (ready[0], "ready", 1), (ready[1], "ready", 2), (later.message_id, "delayed", 3)
+    ]  # fmt: skip
+    assert waiting[0].user == "u1" and waiting[2].eta is not None and waiting[2].eta > waiting[2].enqueued_at + 50  # type: ignore[operator]
+
+    # When the queue is purged, Then all three are gone and REVOKED, and their history says why
+    purged = inspector.purge("default")
+    assert {j.task_id for j in purged} == {*ready, later.message_id}
+    assert _depth(inspector, "default") == {"ready": 0, "delayed": 0, "dead_lettered": 0, "in_progress": 0}
+    assert {client.get_task_status(j.task_id)["state"] for j in purged} == {"REVOKED"}
+    entry = client.store.client.hget("rosetta-jobs:dramatiq:history-entries", ready[0])
+    assert entry is not None and b'"reason":"purged"' in entry.replace(b" ", b"") and b'"user":"u1"' in entry

@@ -51,3 +51,39 @@ def test_quoted_conninfo_password_is_removed(password: str) -> None:
 )  # fmt: skip
 def test_redact_forms(text: str, secrets: tuple[str | None, ...], expected: str) -> None:
     assert redact(text, *secrets) == expected
+
+
+@pytest.mark.parametrize(
+    "password",
+    ["Leaky\x00Secret-4242", "it's\x00'quoted'", "back\\slash'quote", "\x00only-after-nul"],
+    ids=["nul", "nul-and-quotes", "backslash-and-quote", "leading-nul"],
+)
+def test_a_known_password_goes_in_every_form_a_message_shows_it(password: str) -> None:
+    # Given the forms an ATTACH error echoes: the conninfo libpq-escaped inside an SQL literal, cut at a NUL
+    escaped = password.replace("\\", "\\\\").replace("'", "\\'")
+    cut = escaped.split("\x00")[0]
+    texts = [
+        f"unterminated quoted string at or near \"'host=''h'' password=''{cut}\"",
+        f"password=''{escaped.replace(chr(39), chr(39) * 2)}'' dbname=''x''",
+        f"the password was {password.replace(chr(0), '')} and {password.split(chr(0))[-1]}",
+    ]
+    for text in texts:
+        # When it is redacted, knowing the password
+        shown = redact(text, password)
+        # Then no piece of it is left
+        for piece in (p for p in password.split("\x00") if len(p) > 3):
+            assert piece not in shown and piece.replace("'", "''") not in shown, shown
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("near \"'host=''h'' password=''abc\"", "near \"'host=''h'' password=***"),
+        ("x password=''ab\\''c'' y", "x password=''***'' y"),
+        ("x password='never closed", "x password=***"),
+    ],
+)
+def test_sql_quoted_and_unterminated_keywords_are_masked(text: str, expected: str) -> None:
+    # Given a conninfo password inside an SQL literal, or a quote the text was cut in
+    # When it is redacted knowing nothing, Then the password is masked
+    assert redact(text) == expected

@@ -313,3 +313,34 @@ def test_iter_nodes_scopes_follow_duckdb() -> None:
     }
     # Then a's body sees nothing, b's body sees a, and the query sees both
     assert seen == {"x": [], "a": ["a"], "b": ["a", "b"]}
+
+
+CASE_VARIANTS = TableRef(
+    "public", "orders", schema_variants=frozenset({"public", "PUBLIC"}), name_variants=frozenset({"orders", "ORDERS"})
+)
+
+
+@pytest.mark.parametrize(
+    ("sql", "allowed"),
+    [
+        (f"SELECT * FROM {SOURCE}", True),
+        (f"SELECT * FROM {ALIAS.upper()}.public.orders", True),
+        (f"SELECT * FROM {ALIAS}.public.ORDERS", False),
+        (f'SELECT * FROM {ALIAS}.public."ORDERS"', False),
+        (f"SELECT * FROM {ALIAS}.public.Orders", False),
+        (f"SELECT * FROM {ALIAS}.PUBLIC.orders", False),
+        (f"SELECT * FROM {ALIAS}.Public.orders", False),
+        (f"SELECT * FROM {SOURCE} WHERE id IN (SELECT id FROM {ALIAS}.public.ORDERS)", False),
+    ],
+)
+def test_layer2_binds_references_to_the_table_itself_not_a_case_variant(sql: str, allowed: bool) -> None:
+    # Given a source where orders has case variants: a table ORDERS and a schema PUBLIC
+    # When layer 2 checks a reference to the source
+    try:
+        check_statement(parse(sql), source_alias=ALIAS, table=CASE_VARIANTS)
+        passed = True
+    except PreviewError as exc:
+        passed = False
+        assert "may only read the table orders" in str(exc)
+    # Then only a name that binds to orders itself passes (exactly, or as its only case variant)
+    assert passed is allowed

@@ -136,7 +136,7 @@ def inspect(args: argparse.Namespace, ops: Deployment, out: Output) -> int:
         "sql_digest": entry.get("sql_digest"),
         "user": entry.get("user"),
         "deliveries": ops.store.deliveries(task_id),
-        "worker": (running or {}).get("worker") or meta.get("worker") or entry.get("worker"),
+        "worker": (running or {}).get("worker") or entry.get("worker") or meta.get("worker"),
         "enqueued_at": entry.get("enqueued_at"),
         "started_at": started,
         "finished_at": finished,
@@ -434,7 +434,7 @@ def history(args: argparse.Namespace, ops: Deployment, out: Output) -> int:
                 e.get("user"),
                 e.get("sql_digest"),
                 seconds(_runtime(e)),
-                e.get("error_type"),
+                e.get("error_type") or e.get("reason"),
             )
             for e in entries
         ]

@@ -279,6 +279,17 @@ class Settings(BaseSettings):
     )
     # --- end of backend jobs -----------------------------------------------------------------------
 
+    # --- flow engine (rosetta_jobs/flows/) ------------------------------------------------------------
+    linked_task_max_parallel_steps: int = Field(
+        3,
+        ge=1,
+        le=8,
+        validation_alias=_env("LINKED_TASK_MAX_PARALLEL_STEPS"),
+        description="Steps of one linked-task run that run at once (the Celery worker's setting); the others "
+        "wait in PENDING until a running one ends.",
+    )
+    # --- end of flow engine ----------------------------------------------------------------------------
+
     # --- Celery ingress (rosetta_jobs/ingress.py, rosetta_jobs/pidbox.py) -----------------------------
     celery_ingress: bool = Field(
         True,

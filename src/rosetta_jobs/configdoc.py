@@ -305,7 +305,7 @@ Nothing in the package reads the environment outside the settings above, except 
 `WORKER_TIMEZONE`'s default); `tests/test_configdoc.py` keeps it so.
 
 The container image adds `WORKER_PROCESSES` (default `2`) and `WORKER_THREADS` (default `4`), read by
-its default command `dramatiq rosetta_jobs.actors --processes $WORKER_PROCESSES --threads $WORKER_THREADS`
+its default command `rosetta-jobs worker --processes $WORKER_PROCESSES --threads $WORKER_THREADS`
 and by its health check (`rosetta-jobs check --min-processes $WORKER_PROCESSES`).
 """
 

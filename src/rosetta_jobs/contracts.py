@@ -24,7 +24,9 @@ __all__ = [
     "ECHO",
     "FLOW_EXECUTE",
     "FLOW_PREVIEW",
+    "FLOW_SCHEMA",
     "LINEAGE",
+    "LINKED_STEP",
     "LINKED_TASK",
     "PREVIEW",
     "QUEUES",
@@ -156,6 +158,15 @@ FLOW_PREVIEW = JobContract(
     _params("flow_task_id", "node_id", "graph_snapshot", limit=500, include_profiling=True),
     time_limit_ms=120_000,
 )
+#: Not a Celery task: the ops service's ``POST /schema`` asks a worker for a flow node's columns this way,
+#: so the graph's SQL runs in a worker's bounded executor, never in the ops service.
+FLOW_SCHEMA = JobContract(
+    "worker.flow_task.schema",
+    "preview",
+    _params("node_id", "nodes", "edges"),
+    time_limit_ms=30_000,
+    description="The output columns of one node of a flow graph (POST /schema).",
+)
 DESTINATION_TABLE_LIST = JobContract(
     "worker.destination_table_list.fetch",
     "default",
@@ -171,6 +182,14 @@ LINEAGE = JobContract(
 )
 LINKED_TASK = JobContract(
     "worker.linked_task.execute", "default", _params("linked_task_id", "run_history_id"), time_limit_ms=3_600_000
+)
+#: Not a Celery task: one step of a linked-task run, enqueued by the run's coordinator (``flows/linked.py``).
+LINKED_STEP = JobContract(
+    "worker.linked_task.step",
+    "default",
+    _params("run_history_id", "step_id"),
+    time_limit_ms=900_000,
+    description="One step (a flow run) of a linked-task run; the next steps are enqueued when it ends.",
 )
 BACKEND_JOB = JobContract(
     "worker.backend_job.run",
@@ -190,7 +209,18 @@ ECHO = JobContract(
 #: Every contract by name.
 CONTRACTS: Mapping[str, JobContract] = {
     c.name: c
-    for c in (PREVIEW, FLOW_EXECUTE, FLOW_PREVIEW, DESTINATION_TABLE_LIST, LINEAGE, LINKED_TASK, BACKEND_JOB, ECHO)
+    for c in (
+        PREVIEW,
+        FLOW_EXECUTE,
+        FLOW_PREVIEW,
+        FLOW_SCHEMA,
+        DESTINATION_TABLE_LIST,
+        LINEAGE,
+        LINKED_TASK,
+        LINKED_STEP,
+        BACKEND_JOB,
+        ECHO,
+    )
 }
 #: The queues the contracts declare, plus ``orchestration``, which the Celery worker consumed too.
 QUEUES: tuple[str, ...] = tuple(sorted({c.queue for c in CONTRACTS.values()} | {"orchestration"}))

@@ -3,6 +3,11 @@
 Seeds a config database (``sources``, ``destinations``) with an encrypted password and a source
 database with an ``orders`` table, starts a real worker, submits a preview through the client,
 prints the states it went through and the rows as a table, and stops the worker.
+
+It leaves other people's data alone: its two databases have names of their own
+(``rosetta_demo_<random>_config``/``_source``, created, never dropped-and-recreated), its jobs run in a
+``BROKER_NAMESPACE`` of their own (so no other worker on the same Redis takes them, and they take
+nobody's), and at the end it removes exactly what it made: those databases and that namespace's keys.
 """
 
 from __future__ import annotations
@@ -14,21 +19,25 @@ import secrets
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 
 from .catalog import config_schema_sql
 from .client import JobClient
-from .config import get_settings
+from .config import Settings, get_settings
 from .crypto import Cipher
 from .errors import ConfigError
+from .layout import OPS_PREFIX
+from .redact import redact
 from .states import FINAL_STATES
+from .store import redis_client
 
-__all__ = ["run_demo", "seed"]
+__all__ = ["DEMO_PREFIX", "DemoDatabases", "run_demo", "seed"]
 
-DEMO_CONFIG_DB = "rosetta_demo_config"
-DEMO_SOURCE_DB = "rosetta_demo_source"
+#: The start of every name the demo makes: databases, and its broker namespace.
+DEMO_PREFIX = "rosetta_demo_"
 DEMO_SQL = (
     "SELECT status, count(*) AS orders, sum(amount) AS total, max(created_at) AS latest FROM orders"
     " GROUP BY status ORDER BY status"
@@ -39,16 +48,41 @@ def _admin_url(database_url: str) -> str:
     return database_url.rsplit("/", 1)[0] + "/postgres"
 
 
-def _recreate(admin_url: str, name: str) -> str:
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
-    return admin_url.rsplit("/", 1)[0] + "/" + name
+@dataclass(frozen=True)
+class DemoDatabases:
+    """The databases one demo run made (and will drop): names unique to the run."""
+
+    admin_url: str
+    run: str
+
+    @property
+    def config(self) -> str:
+        return f"{DEMO_PREFIX}{self.run}_config"
+
+    @property
+    def source(self) -> str:
+        return f"{DEMO_PREFIX}{self.run}_source"
+
+    def url(self, name: str) -> str:
+        return self.admin_url.rsplit("/", 1)[0] + "/" + name
+
+    def create(self, name: str) -> str:
+        """Create ``name`` (a fresh name: CREATE fails rather than touch a database that exists)."""
+        with psycopg.connect(self.admin_url, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        return self.url(name)
+
+    def drop(self) -> None:
+        """Drop the run's own databases, and nothing else."""
+        with psycopg.connect(self.admin_url, autocommit=True) as conn:
+            for name in (self.config, self.source):
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def seed(admin_url: str, key: str, *, rows: int = 1000) -> tuple[str, int, int]:
+def seed(databases: DemoDatabases, key: str, *, rows: int = 1000) -> tuple[str, int, int]:
     """Create the demo databases; return (config database URL, source id, destination id)."""
-    source_url = _recreate(admin_url, DEMO_SOURCE_DB)
+    admin_url = databases.admin_url
+    source_url = databases.create(databases.source)
     with psycopg.connect(source_url, autocommit=True) as conn:
         conn.execute(
             "CREATE TABLE public.orders (id int PRIMARY KEY, customer text, status text, amount numeric(12,2),"
@@ -61,7 +95,7 @@ def seed(admin_url: str, key: str, *, rows: int = 1000) -> tuple[str, int, int]:
             " FROM generate_series(1, %s) g",
             (rows,),
         )
-    config_url = _recreate(admin_url, DEMO_CONFIG_DB)
+    config_url = databases.create(databases.config)
     params = psycopg.conninfo.conninfo_to_dict(admin_url)
     password = str(params.get("password") or "")
     with psycopg.connect(config_url, autocommit=True) as conn:
@@ -72,7 +106,7 @@ def seed(admin_url: str, key: str, *, rows: int = 1000) -> tuple[str, int, int]:
             (
                 params.get("host") or "127.0.0.1",
                 int(params.get("port") or 5432),
-                DEMO_SOURCE_DB,
+                databases.source,
                 params.get("user") or "postgres",
                 Cipher(key).encrypt(password) if password else "",
             ),
@@ -100,8 +134,20 @@ def _cell(value: Any) -> str:
 
 
 def _start_worker(env: dict[str, str]) -> subprocess.Popen[bytes]:
-    args = [sys.executable, "-m", "dramatiq", "rosetta_jobs.actors", "-p", "1", "-t", "2"]
+    args = [sys.executable, "-m", "rosetta_jobs.cli", "worker", "-p", "1", "-t", "2"]
     return subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _forget_namespace(settings: Settings, namespace: str) -> None:
+    """Delete the keys of the demo's own namespace (queues, heartbeats, metrics, history); its task
+    states (``celery-task-meta-<id>``) expire with ``RESULT_EXPIRES``, as every task's do."""
+    patterns = [(settings.broker_url, f"{namespace}:*"), (settings.broker_url, f"{OPS_PREFIX}:{namespace}:*"),
+                (settings.result_backend_url, f"{OPS_PREFIX}:{namespace}:*")]  # fmt: skip
+    for url, pattern in patterns:
+        client = redis_client(url)
+        keys = list(client.scan_iter(match=pattern, count=500))
+        if keys:
+            client.delete(*keys)
 
 
 def _watch(client: JobClient, task_id: str, timeout: float) -> list[str]:
@@ -123,16 +169,22 @@ def _watch(client: JobClient, task_id: str, timeout: float) -> list[str]:
 
 
 def run_demo(*, sql: str | None = None, rows: int = 10, timeout: float = 60.0) -> int:
-    settings = get_settings()
+    run = secrets.token_hex(4)
+    namespace = f"{DEMO_PREFIX}{run}"
+    settings = get_settings().model_copy(update={"broker_namespace": namespace})
     key = settings.credential_encryption_key or secrets.token_urlsafe(24)[:32]
+    databases = DemoDatabases(_admin_url(settings.database_url), run)
     try:
-        config_url, source_id, destination_id = seed(_admin_url(settings.database_url), key)
+        config_url, source_id, destination_id = seed(databases, key)
     except psycopg.Error as exc:
+        databases.drop()
         raise ConfigError(
-            f"cannot prepare the demo databases through {_admin_url(settings.database_url)}: {exc}. "
+            f"cannot prepare the demo databases through {redact(databases.admin_url)}: {redact(str(exc))}. "
             "Start PostgreSQL or set DATABASE_URL."
         ) from None
-    env = dict(os.environ, DATABASE_URL=config_url, CREDENTIAL_ENCRYPTION_KEY=key)
+    # Its own namespace, and no Celery ingress or pidbox: the demo's worker must not take anybody's Celery messages.
+    env = dict(os.environ, DATABASE_URL=config_url, CREDENTIAL_ENCRYPTION_KEY=key, BROKER_NAMESPACE=namespace,
+               CELERY_INGRESS="false", CELERY_CONTROL="false")  # fmt: skip
     client = JobClient.from_settings(settings)
     worker = _start_worker(env)
     try:
@@ -155,3 +207,5 @@ def run_demo(*, sql: str | None = None, rows: int = 10, timeout: float = 60.0) -
     finally:
         worker.terminate()
         worker.wait(30)
+        databases.drop()
+        _forget_namespace(settings, namespace)

@@ -23,7 +23,7 @@ import redis
 
 from .contracts import contract_for
 from .layout import Keys
-from .states import EXCEPTION_STATES
+from .states import EXCEPTION_STATES, REVOKED, exception_message
 
 __all__ = ["HISTORY_FIELDS", "HistoryFilter", "TaskHistory", "history_entry"]
 
@@ -39,6 +39,7 @@ HISTORY_FIELDS = (
     "started_at",
     "finished_at",
     "error_type",
+    "reason",
     "worker",
 )
 _PAGE = 500
@@ -50,7 +51,8 @@ def history_entry(
     """The history entry of a final ``meta``, finished at ``now``; ``context`` fills what the meta does not say.
 
     ``context`` keys: ``actor``, ``queue``, ``args``, ``kwargs`` (a REVOKED written by a cancel carries
-    none of them), ``user``, ``enqueued_at`` and ``started_at`` (epoch seconds).
+    none of them), ``user``, ``enqueued_at`` and ``started_at`` (epoch seconds), ``worker`` (the process,
+    ``host:pid`` as its heartbeat names it).
     """
     context = context or {}
     actor = meta.get("name") or context.get("actor")
@@ -59,7 +61,13 @@ def history_entry(
     contract = contract_for(str(actor)) if actor else None
     result = meta.get("result")
     state = str(meta.get("status"))
-    error_type = result.get("exc_type") if state in EXCEPTION_STATES and isinstance(result, Mapping) else None
+    error_type = reason = None
+    if state in EXCEPTION_STATES and isinstance(result, Mapping):
+        # A REVOKED task's "exception" is Celery's TaskRevokedError whatever happened: its message says why.
+        if state == REVOKED:
+            reason = exception_message(result)
+        else:
+            error_type = result.get("exc_type")
     return {
         "task_id": meta["task_id"],
         "actor": actor,
@@ -71,7 +79,8 @@ def history_entry(
         "started_at": _seconds(context.get("started_at")),
         "finished_at": round(time.time() if now is None else now, 3),
         "error_type": error_type,
-        "worker": meta.get("worker"),
+        "reason": reason,
+        "worker": context.get("worker") or meta.get("worker"),
     }
 
 

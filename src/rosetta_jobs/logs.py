@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import traceback
 from typing import Any, TextIO
@@ -32,8 +33,8 @@ __all__ = ["configure_logging", "safe_message"]
 
 #: Fields a job's lines carry, from the job context.
 JOB_FIELDS = ("task_id", "actor", "queue")
-#: Dramatiq's lines that are wrong for rosetta-jobs, by the start of their format string: dropped, or lowered.
-_DROPPED = ("Actor '%s' returned a value that is not None",)
+#: Dramatiq's lines that are wrong for rosetta-jobs: dropped (Dramatiq formats this one itself), or lowered.
+_DROPPED = re.compile(r"^Actor '[^']*' returned a value that is not None, and you haven't added the Results")
 _LOWERED = {"Message %s was skipped.": "DEBUG"}
 _JSON_SKIPPED = {"_line", "_task"}
 
@@ -57,7 +58,7 @@ class _InterceptHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         template = record.msg if isinstance(record.msg, str) else ""
-        if template.startswith(_DROPPED):
+        if _DROPPED.match(template):
             return
         level: str | int = _LOWERED.get(template, "")
         if not level:

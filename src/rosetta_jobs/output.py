@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
@@ -30,7 +29,7 @@ class Output:
         self.json_mode = json_mode
         self.stream = stream or sys.stdout
         self.errors = errors or sys.stderr
-        width = None if self.stream.isatty() else int(os.environ.get("COLUMNS") or PIPE_WIDTH)
+        width = None if self.stream.isatty() else PIPE_WIDTH  # a pipe has no width: rich would say 80
         self.console = Console(file=self.stream, width=width, highlight=False, soft_wrap=False)
 
     def emit(self, data: Any, draw: Callable[[Output], None]) -> None:

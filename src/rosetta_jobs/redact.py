@@ -29,6 +29,8 @@ _URL_PASSWORD = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^\s:/@]*:)[^\n]*@")
 _KEYWORD_FORMS = (
     # inside an SQL literal: password=''it\''s'' (libpq's quotes doubled, and the quote they escape)
     (re.compile(r"(password\s*=\s*)''(?:[^'\\]|\\''|\\.|'''')*''", re.IGNORECASE), rf"\g<1>''{MASK}''"),
+    # ... and one the text was cut in (at a NUL): the rest of the line
+    (re.compile(r"(password\s*=\s*)''(?!\*\*\*'')[^\n]*", re.IGNORECASE), rf"\g<1>{MASK}"),
     # password='it\'s' (libpq quoting: backslash escapes) and password='it''s' (SQL quoting): quotes kept
     (re.compile(r"(password\s*=\s*)'(?!'\*\*\*'')(?:[^'\\]|\\.|'')*'", re.IGNORECASE), rf"\g<1>'{MASK}'"),
     (re.compile(r'(password\s*=\s*)"(?:[^"\\]|\\.|"")*"', re.IGNORECASE), rf'\g<1>"{MASK}"'),

@@ -62,9 +62,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = dramatiq_cli.make_argument_parser()
     parser.prog = "rosetta-jobs worker"
     parser.description = "Run rosetta-jobs worker processes, replacing any that dies. Dramatiq's flags."
-    if not argv or argv[0].startswith("-") or argv[0] != "rosetta_jobs.actors":
+    if not argv or argv[0] != "rosetta_jobs.actors":
         argv = ["rosetta_jobs.actors", *argv]
-    args = parser.parse_args(argv)
+    args: argparse.Namespace = parser.parse_args(argv)
     for name, flag in _UNSUPPORTED.items():
         if getattr(args, name):
             parser.error(f"{flag} is not supported by rosetta-jobs worker; run dramatiq itself for it")
@@ -84,7 +84,7 @@ class _Slot:
 
     def restart_delay(self, now: float) -> float:
         self.deaths = [*(t for t in self.deaths if now - t < STORMY), now]
-        return min(RESTART_DELAY * 2 ** (len(self.deaths) - 1), MAX_RESTART_DELAY)
+        return float(min(RESTART_DELAY * 2 ** (len(self.deaths) - 1), MAX_RESTART_DELAY))
 
 
 class Supervisor:
@@ -144,11 +144,12 @@ class Supervisor:
         )  # fmt: skip
 
     def stop(self, signum: signal.Signals) -> None:
-        """Ask every process to stop (SIGTERM twice: stop now); dead slots are not replaced any more."""
-        first = self.stopping is None
+        """Ask every process to stop (SIGTERM twice: stop now); dead slots are not replaced any more.
+
+        Called from the signal handler too, so it does not log (a handler that logs can deadlock on the
+        lock of the line it interrupted): the loop says so.
+        """
         self.stopping = signum
-        if first:
-            logger.info("stopping the worker processes ({})", signum.name)
         for slot in self.slots:
             if slot.process is not None and slot.process.exitcode is None:
                 with contextlib.suppress(OSError):
@@ -170,8 +171,12 @@ class Supervisor:
             self._start(slot)
         for sig in _SIGNALS:
             signal.signal(sig, self._on_signal)
+        announced = False
         while True:
             alive = [slot for slot in self.slots if slot.process is not None]
+            if self.stopping is not None and not announced:
+                logger.info("stopping the worker processes ({})", self.stopping.name)
+                announced = True
             if self.stopping is not None and not alive:
                 break
             sentinels = [slot.process.sentinel for slot in alive]

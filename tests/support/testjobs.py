@@ -122,3 +122,15 @@ def plain_busy(key: str, seconds: float) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         pass
+
+
+@job_actor(_contract("tests.log", "text"))
+def log_lines(text: str) -> str:
+    """Log through loguru and through the standard library, as a job's own code and its libraries do."""
+    import logging
+
+    from loguru import logger
+
+    logger.info("loguru line: {}", text)
+    logging.getLogger("some.library").warning("library line: %s", text)
+    return text

@@ -14,6 +14,28 @@ configure_logging()
 broker = build_broker()
 dramatiq.set_broker(broker)
 
-from . import backend_job, destination_tables, lineage, preview, test  # noqa: E402  (actors must be declared after the broker)
+# (actors must be declared after the broker)
+from . import (  # noqa: E402
+    backend_job,
+    destination_tables,
+    flow_execute,
+    flow_preview,
+    flow_schema,
+    lineage,
+    linked_task,
+    preview,
+    test,
+)
 
-__all__ = ["backend_job", "broker", "destination_tables", "lineage", "preview", "test"]
+__all__ = [
+    "backend_job",
+    "broker",
+    "destination_tables",
+    "flow_execute",
+    "flow_preview",
+    "flow_schema",
+    "lineage",
+    "linked_task",
+    "preview",
+    "test",
+]

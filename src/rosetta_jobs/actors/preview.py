@@ -7,13 +7,17 @@ that reaches its time limit is still an answer (SUCCESS with ``error``), as the 
 from __future__ import annotations
 
 import threading
+import time
 from typing import TYPE_CHECKING, Any
+
+from loguru import logger
 
 from ..actor import job_actor
 from ..config import get_settings, parse_size
 from ..contracts import PREVIEW
 from ..job import Job, current_job
 from ..preview import PreviewRequest, error_result
+from ..redact import sql_digest
 
 if TYPE_CHECKING:
     from ..preview.pipeline import PreviewRunner
@@ -63,4 +67,18 @@ def execute(
         row_limit=settings.preview_row_limit,
         max_sql_bytes=parse_size(settings.preview_max_sql_bytes),
     )
-    return runner().run(request, job=job)
+    started = time.monotonic()
+    result = runner().run(request, job=job)
+    _log(request, result, time.monotonic() - started)
+    return result
+
+
+def _log(request: PreviewRequest, result: Any, took: float) -> None:
+    """One INFO line per preview, the SQL as its digest only: it may hold data the user typed in."""
+    sql = f"sql sha256:{sql_digest(request.sql)}" if request.sql else "no sql"
+    where = f"{request.table_name} of source {request.source_id} ({sql})"
+    if isinstance(result, dict) and result.get("error"):
+        logger.info("preview of {} answered an error to the user in {:.2f} s", where, took)
+    else:
+        rows = len(result.get("data") or []) if isinstance(result, dict) else 0
+        logger.info("preview of {}: {} rows in {:.2f} s", where, rows, took)

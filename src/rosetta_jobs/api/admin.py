@@ -18,9 +18,11 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import BaseModel
 
+from ..contracts import masked_arguments
+from ..history import HistoryFilter
 from ..middleware.metrics import read_recent_failures
 from ..queues import is_queue_name
-from ..states import FINAL_STATES, status_dict
+from ..states import FINAL_STATES, PENDING, status_dict
 from .auth import ADMIN_COOKIE, SESSION_SECONDS, admin_identity, matches, require_admin, same_origin, session_cookie
 from .context import Ops, worker_dict
 from .history import read_history
@@ -145,6 +147,11 @@ class Deleted(BaseModel):
     deleted: bool
 
 
+class Purged(BaseModel):
+    purged: int
+    task_ids: list[str]
+
+
 def _queue(queue: str) -> str:
     if not is_queue_name(queue):
         raise HTTPException(404, f"no queue named {queue!r}")
@@ -164,9 +171,14 @@ def overview(request: Request) -> dict[str, Any]:
         for letter in ops.inspector.dead_letters(queue.name, limit=50)
     ]
     letters.sort(key=lambda letter: letter["dead_lettered_at"], reverse=True)
+    stranded = set(snapshot.unconsumed)
+    consumers = {q.name: sum(q.name in w.queues for w in snapshot.running_workers) for q in snapshot.queues}
     return {
         "time": now,
-        "queues": [q.asdict() for q in snapshot.queues],
+        "queues": [
+            dict(q.asdict(), consumers=consumers[q.name], unconsumed=q.name in stranded) for q in snapshot.queues
+        ],
+        "unconsumed": sorted(stranded),
         "workers": [worker_dict(w, now=now) for w in snapshot.workers],
         "active_tasks": snapshot.active_tasks,
         "reserved_tasks": snapshot.reserved_tasks,
@@ -204,6 +216,54 @@ def delete(queue: Queue, redis_id: RedisId, request: Request) -> Deleted:
     if not _ops(request).inspector.delete(_queue(queue), redis_id):
         raise HTTPException(404, "no such dead letter")
     return Deleted(deleted=True)
+
+
+@api.get("/queues/{queue}/jobs")
+def waiting_jobs(
+    queue: Queue, request: Request, limit: Annotated[int, Query(ge=1, le=500)] = 100
+) -> list[dict[str, Any]]:
+    """The jobs waiting in a queue, in the order workers take them, then the delayed ones; SQL as its digest."""
+    jobs = []
+    for job in _ops(request).inspector.waiting(_queue(queue), limit=limit):
+        doc = job.asdict()
+        doc["args"], doc["kwargs"] = masked_arguments(job.actor, job.args, job.kwargs)
+        jobs.append(doc)
+    return jobs
+
+
+@api.post("/queues/{queue}/purge", response_model=Purged)
+def purge(queue: Queue, request: Request) -> Purged:
+    """Drop every job waiting in a queue; each becomes REVOKED, so the backend's pollers stop waiting."""
+    purged = _ops(request).inspector.purge(_queue(queue))
+    return Purged(purged=len(purged), task_ids=[job.task_id for job in purged])
+
+
+@api.get("/history")
+def history(
+    request: Request,
+    task_id: Annotated[str | None, Query(max_length=200, description="one task, finished or not")] = None,
+    actor: Annotated[str | None, Query(max_length=200)] = None,
+    state: Annotated[str | None, Query(pattern="^(SUCCESS|FAILURE|REVOKED)$")] = None,
+    user: Annotated[str | None, Query(max_length=200)] = None,
+    queue: Annotated[str | None, Query(max_length=200)] = None,
+    since_seconds: Annotated[float | None, Query(gt=0, description="finished in the last N seconds")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> dict[str, Any]:
+    """Finished tasks from the task history, newest first; ``task_id`` finds one, still running or not."""
+    ops = _ops(request)
+    if task_id:
+        entry = ops.history.get(task_id)
+        if entry is None:
+            meta = ops.store.get(task_id)
+            queued = ops.store.submitted_queue(task_id)
+            if meta is not None or queued is not None:
+                meta = meta or {}
+                entry = {"task_id": task_id, "actor": meta.get("name"), "queue": meta.get("queue") or queued,
+                         "state": meta.get("status") or PENDING, "finished_at": None}  # fmt: skip
+        return {"tasks": [entry] if entry else [], "kept": ops.history.count()}
+    since = time.time() - since_seconds if since_seconds else None
+    where = HistoryFilter(actor=actor or None, state=state, user=user or None, queue=queue or None, since=since)
+    return {"tasks": ops.history.recent(where, limit=limit), "kept": ops.history.count()}
 
 
 @api.get("/tasks/{task_id}")

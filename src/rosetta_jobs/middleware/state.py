@@ -91,6 +91,7 @@ class TaskState(Middleware):
             "started_at": job.started_at if job is not None else None,
             "args": message.args,
             "kwargs": message.kwargs,
+            "worker": f"{socket.gethostname()}:{os.getpid()}",
         }
 
     def _refused(self, message: dramatiq.MessageProxy, status: str, exc: StateRefused) -> bool:

@@ -43,7 +43,15 @@ from typing import Any
 from loguru import logger
 
 from .. import codec
-from ..errors import ConfigError, JobCancelled, JobInterrupt, JobTimedOut, PreviewError, TransientError
+from ..errors import (
+    ConfigError,
+    JobCancelled,
+    JobInterrupt,
+    JobTimedOut,
+    PreviewError,
+    TempStorageError,
+    TransientError,
+)
 from ..job import Job
 from .bounds import shown_size
 
@@ -93,6 +101,9 @@ class ExecutorConfig:
     schemas: tuple[str, ...] = ()
     max_age: float = 60.0
     idle_sessions: int = IDLE_SESSIONS
+    #: Where DuckDB spills (``DUCKDB_TEMP_DIRECTORY``, checked writable by ``session.temp_directory``); it is
+    #: also the executor's working directory, so that no DuckDB of the executor falls back to ``./.tmp``.
+    temp_directory: str = ""
 
     @property
     def memory_bound(self) -> int:
@@ -110,6 +121,7 @@ class ExecutorConfig:
                 "max_result_bytes": self.max_result_bytes,
                 "max_cell_bytes": self.max_cell_bytes,
                 "schemas": list(self.schemas),
+                "temp_directory": self.temp_directory,
                 "memory_bound": self.memory_bound,
             }
         ).decode()
@@ -149,7 +161,7 @@ class Executor:
                 "--parent", str(os.getpid()), "--config", config.argument()]  # fmt: skip
         try:
             proc = subprocess.Popen(args, pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, env=_child_env(),
-                                    close_fds=True)  # fmt: skip
+                                    close_fds=True, cwd=config.temp_directory or None)  # fmt: skip
         finally:
             theirs.close()
         conn = Connection(ours.detach())
@@ -229,7 +241,8 @@ class ExecutorPool:
         self._seq = 0
         self._watchdog = threading.Thread(target=self._watch, name="preview-executor-watchdog", daemon=True)
         self._watchdog.start()
-        self._start_spare()
+        for _ in range(slots):  # all of them, in the background: a burst must not wait for interpreters
+            self._start_spare()
 
     @property
     def watchdog_bound(self) -> int:
@@ -342,6 +355,8 @@ class ExecutorPool:
             raise JobCancelled()
         if kind == "error":
             raise PreviewError(message)
+        if kind == "storage":  # the worker's disk or permissions, not the source: reported as such, not retried
+            raise TempStorageError(message)
         if kind == "transient":
             raise TransientError(f"lost the source database: {message}")
         raise RuntimeError(f"preview executor failed: {message}")

@@ -11,6 +11,7 @@ process (``executor``), which is bounded in memory and killed at the deadline.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Any
 
@@ -36,7 +37,7 @@ class PreviewRunner:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PreviewRunner:
-        from .session import process_timezone
+        from .session import prepare_temp_directory, process_timezone
 
         config = ExecutorConfig(
             memory_limit=settings.duckdb_memory_limit_bytes,
@@ -46,6 +47,7 @@ class PreviewRunner:
             max_result_bytes=parse_size(settings.preview_max_result_bytes),
             max_cell_bytes=parse_size(settings.preview_max_cell_bytes),
             schemas=settings.preview_schema_names,
+            temp_directory=prepare_temp_directory(settings.duckdb_temp_path),
         )
         return cls(
             catalog=Catalog.from_settings(settings),
@@ -77,27 +79,8 @@ class PreviewRunner:
     def _execute(self, request: PreviewRequest, job: Job | None, deadline: float) -> tuple[dict[str, Any], bytes]:
         source = self.catalog.source(request.source_id)
         self.catalog.destination(request.destination_id)
-        task = {
-            "source": {
-                "id": source.id,
-                "name": source.name,
-                "host": source.host,
-                "port": source.port,
-                "database": source.database,
-                "user": source.user,
-                "password": source.password,
-            },
-            "request": {
-                "sql": request.sql,
-                "source_id": request.source_id,
-                "destination_id": request.destination_id,
-                "table_name": request.table_name,
-                "filter_sql": request.filter_sql,
-                "include_profiling": request.include_profiling,
-                "row_limit": request.row_limit,
-                "max_sql_bytes": request.max_sql_bytes,
-            },
-        }
+        # Every field of both, whatever they hold: the executor rebuilds the same two objects.
+        task = {"source": dataclasses.asdict(source), "request": dataclasses.asdict(request)}
         answer = self.executors.run(task, fingerprint=source.fingerprint(), deadline=deadline, job=job)
         return answer.result, answer.encoded
 

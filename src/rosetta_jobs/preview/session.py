@@ -1,5 +1,6 @@
 """DuckDB sessions: the postgres extension loaded from its wheel, the source attached read-only, the
-session locked, and at most ``DUCKDB_MAX_CONCURRENT`` of them running in a process.
+session locked. They live in the preview's executor processes (``executor_main``), never in a worker:
+each executor runs one preview at a time and keeps a few idle sessions for the next.
 
 Opening and attaching costs ~150 ms, a 500-row query on a warm session a few. A session is reused
 for the next preview *of the same source* only, which is safe because nothing a job can run changes
@@ -38,7 +39,14 @@ if TYPE_CHECKING:
 
     from ..catalog import SourceConfig
 
-__all__ = ["Session", "SessionPool", "check_timezone", "extension_path", "process_timezone"]
+__all__ = [
+    "Session",
+    "SessionPool",
+    "check_timezone",
+    "extension_path",
+    "prepare_temp_directory",
+    "process_timezone",
+]
 
 _LOCALTIME = Path("/etc/localtime")
 
@@ -59,6 +67,29 @@ def extension_path() -> Path:
             f"duckdb-extension-postgres-scanner=={duckdb.__version__}, the same version as duckdb"
         )
     return path
+
+
+def prepare_temp_directory(path: str) -> str:
+    """``path`` (``DUCKDB_TEMP_DIRECTORY``) made absolute, created if missing (mode 0700), and checked writable.
+
+    A ``ConfigError`` naming the setting otherwise: found at the first preview, not when a query first
+    spills (which, in a container whose working directory belongs to root, used to fail with "Permission
+    denied" and be retried as a lost source database).
+    """
+    absolute = os.path.abspath(path)
+    try:
+        os.makedirs(absolute, mode=0o700, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            f"DUCKDB_TEMP_DIRECTORY {absolute} cannot be created ({exc.strerror}): set it to a directory "
+            f"the worker's user (uid {os.getuid()}) can write"
+        ) from None
+    if not os.path.isdir(absolute) or not os.access(absolute, os.W_OK | os.X_OK):
+        raise ConfigError(
+            f"DUCKDB_TEMP_DIRECTORY {absolute} is not a directory the worker's user (uid {os.getuid()}) can "
+            "write: DuckDB spills big sorts, joins and aggregates there"
+        )
+    return absolute
 
 
 def _sql_string(value: str) -> str:
@@ -127,7 +158,9 @@ def check_timezone(name: str) -> str:
 class Session:
     """One DuckDB connection with one source attached, used by one job at a time."""
 
-    def __init__(self, source: SourceConfig, *, memory_limit: int, threads: int, timezone: str = "UTC") -> None:
+    def __init__(
+        self, source: SourceConfig, *, memory_limit: int, threads: int, timezone: str = "UTC", temp_directory: str = ""
+    ) -> None:
         self.timezone = check_timezone(timezone)
         self.fingerprint = source.fingerprint()
         self.alias = source.alias
@@ -144,6 +177,8 @@ class Session:
                 "allow_community_extensions": False,
                 "memory_limit": f"{memory_limit}B",
                 "threads": threads,
+                # Set explicitly: DuckDB's default, ./.tmp, is where a container's user may not write.
+                **({"temp_directory": temp_directory} if temp_directory else {}),
             },
         )
         try:
@@ -210,9 +245,17 @@ class SessionPool:
     """Per-process sessions: ``slots`` running at once, idle ones kept per source for reuse."""
 
     def __init__(
-        self, *, memory_limit: int, threads: int, slots: int, max_age: float = 60.0, timezone: str = "UTC"
+        self,
+        *,
+        memory_limit: int,
+        threads: int,
+        slots: int,
+        max_age: float = 60.0,
+        timezone: str = "UTC",
+        temp_directory: str = "",
     ) -> None:
         self.memory_limit = memory_limit
+        self.temp_directory = temp_directory
         self.threads = threads
         self.timezone = check_timezone(timezone)  # a bad zone fails once, here, before any session opens
         self.slots = slots
@@ -228,8 +271,9 @@ class SessionPool:
             raise JobTimedOut(wait)
         try:
             session = self._take(source) or Session(
-                source, memory_limit=self.memory_limit, threads=self.threads, timezone=self.timezone
-            )
+                source, memory_limit=self.memory_limit, threads=self.threads, timezone=self.timezone,
+                temp_directory=self.temp_directory,
+            )  # fmt: skip
             healthy = False
             try:
                 yield session

@@ -114,3 +114,143 @@ CREATE TABLE IF NOT EXISTS rosetta_setting_configuration (
 );
 INSERT INTO rosetta_setting_configuration (config_key, config_value)
     VALUES ('NOTIFICATION_ITERATION_DEFAULT', '3') ON CONFLICT (config_key) DO NOTHING;
+
+-- The flow engine's tables (../shared/spec/rosetta-tasks.md 9.1, 9.2): flow tasks, their graphs, runs,
+-- node logs and watermarks; linked tasks, their steps and edges, runs and step logs.
+
+CREATE TABLE IF NOT EXISTS flow_tasks (
+    id SERIAL PRIMARY KEY,
+    name VARCHAR(255) NOT NULL UNIQUE,
+    description TEXT,
+    status VARCHAR(20) NOT NULL DEFAULT 'IDLE', -- IDLE, RUNNING, SUCCESS, FAILED
+    trigger_type VARCHAR(20) NOT NULL DEFAULT 'MANUAL',
+    last_run_at TIMESTAMPTZ,
+    last_run_status VARCHAR(20),
+    last_run_record_count BIGINT,
+    created_at TIMESTAMPTZ DEFAULT NOW(),
+    updated_at TIMESTAMPTZ DEFAULT NOW()
+);
+CREATE INDEX IF NOT EXISTS idx_flow_tasks_status ON flow_tasks(status);
+
+CREATE TABLE IF NOT EXISTS flow_task_graph (
+    id SERIAL PRIMARY KEY,
+    flow_task_id INTEGER NOT NULL UNIQUE REFERENCES flow_tasks(id) ON DELETE CASCADE,
+    nodes_json JSONB NOT NULL DEFAULT '[]'::jsonb,
+    edges_json JSONB NOT NULL DEFAULT '[]'::jsonb,
+    version INTEGER NOT NULL DEFAULT 1,
+    created_at TIMESTAMPTZ DEFAULT NOW(),
+    updated_at TIMESTAMPTZ DEFAULT NOW()
+);
+
+CREATE TABLE IF NOT EXISTS flow_task_run_history (
+    id SERIAL PRIMARY KEY,
+    flow_task_id INTEGER NOT NULL REFERENCES flow_tasks(id) ON DELETE CASCADE,
+    trigger_type VARCHAR(20) NOT NULL DEFAULT 'MANUAL', -- MANUAL, SCHEDULED
+    status VARCHAR(20) NOT NULL DEFAULT 'RUNNING',       -- RUNNING, SUCCESS, FAILED, CANCELLED
+    celery_task_id VARCHAR(255),
+    started_at TIMESTAMPTZ NOT NULL DEFAULT NOW(),
+    finished_at TIMESTAMPTZ,
+    error_message TEXT,
+    total_input_records BIGINT DEFAULT 0,
+    total_output_records BIGINT DEFAULT 0,
+    run_metadata JSONB,
+    created_at TIMESTAMPTZ DEFAULT NOW(),
+    updated_at TIMESTAMPTZ DEFAULT NOW()
+);
+CREATE INDEX IF NOT EXISTS idx_flow_task_run_history_flow_task_id ON flow_task_run_history(flow_task_id);
+CREATE INDEX IF NOT EXISTS idx_flow_task_run_history_celery_task_id ON flow_task_run_history(celery_task_id);
+
+CREATE TABLE IF NOT EXISTS flow_task_run_node_log (
+    id SERIAL PRIMARY KEY,
+    run_history_id INTEGER NOT NULL REFERENCES flow_task_run_history(id) ON DELETE CASCADE,
+    flow_task_id INTEGER NOT NULL REFERENCES flow_tasks(id) ON DELETE CASCADE,
+    node_id VARCHAR(255) NOT NULL,
+    node_type VARCHAR(50) NOT NULL,
+    node_label VARCHAR(255),
+    row_count_in BIGINT DEFAULT 0,
+    row_count_out BIGINT DEFAULT 0,
+    duration_ms INTEGER,
+    status VARCHAR(20) NOT NULL DEFAULT 'PENDING', -- PENDING, RUNNING, SUCCESS, FAILED, SKIPPED
+    error_message TEXT,
+    created_at TIMESTAMPTZ DEFAULT NOW(),
+    updated_at TIMESTAMPTZ DEFAULT NOW()
+);
+CREATE INDEX IF NOT EXISTS idx_flow_task_run_node_log_run_history_id ON flow_task_run_node_log(run_history_id);
+
+CREATE TABLE IF NOT EXISTS flow_task_watermarks (
+    id SERIAL PRIMARY KEY,
+    flow_task_id INTEGER NOT NULL REFERENCES flow_tasks(id) ON DELETE CASCADE,
+    node_id VARCHAR(255) NOT NULL,
+    watermark_column VARCHAR(255) NOT NULL,
+    last_watermark_value TEXT,
+    watermark_type VARCHAR(50) DEFAULT 'TIMESTAMP', -- TIMESTAMP, INTEGER, UUID
+    last_run_at TIMESTAMPTZ,
+    record_count BIGINT DEFAULT 0,
+    created_at TIMESTAMPTZ DEFAULT NOW(),
+    updated_at TIMESTAMPTZ DEFAULT NOW(),
+    CONSTRAINT uq_flow_task_watermark UNIQUE (flow_task_id, node_id)
+);
+
+CREATE TABLE IF NOT EXISTS linked_tasks (
+    id SERIAL PRIMARY KEY,
+    name VARCHAR(255) NOT NULL UNIQUE,
+    description TEXT,
+    status VARCHAR(20) NOT NULL DEFAULT 'IDLE', -- IDLE, RUNNING, SUCCESS, FAILED
+    last_run_at TIMESTAMPTZ,
+    last_run_status VARCHAR(20),
+    created_at TIMESTAMPTZ DEFAULT NOW(),
+    updated_at TIMESTAMPTZ DEFAULT NOW()
+);
+
+CREATE TABLE IF NOT EXISTS linked_task_steps (
+    id SERIAL PRIMARY KEY,
+    linked_task_id INTEGER NOT NULL REFERENCES linked_tasks(id) ON DELETE CASCADE,
+    flow_task_id INTEGER NOT NULL REFERENCES flow_tasks(id) ON DELETE CASCADE,
+    pos_x DOUBLE PRECISION NOT NULL DEFAULT 0,
+    pos_y DOUBLE PRECISION NOT NULL DEFAULT 0,
+    created_at TIMESTAMPTZ DEFAULT NOW(),
+    updated_at TIMESTAMPTZ DEFAULT NOW()
+);
+CREATE INDEX IF NOT EXISTS idx_linked_task_steps_linked_task_id ON linked_task_steps(linked_task_id);
+
+CREATE TABLE IF NOT EXISTS linked_task_edges (
+    id SERIAL PRIMARY KEY,
+    linked_task_id INTEGER NOT NULL REFERENCES linked_tasks(id) ON DELETE CASCADE,
+    source_step_id INTEGER NOT NULL REFERENCES linked_task_steps(id) ON DELETE CASCADE,
+    target_step_id INTEGER NOT NULL REFERENCES linked_task_steps(id) ON DELETE CASCADE,
+    condition VARCHAR(20) NOT NULL DEFAULT 'ON_SUCCESS', -- ON_SUCCESS, ALWAYS
+    created_at TIMESTAMPTZ DEFAULT NOW(),
+    updated_at TIMESTAMPTZ DEFAULT NOW(),
+    UNIQUE (source_step_id, target_step_id)
+);
+
+CREATE TABLE IF NOT EXISTS linked_task_run_history (
+    id SERIAL PRIMARY KEY,
+    linked_task_id INTEGER NOT NULL REFERENCES linked_tasks(id) ON DELETE CASCADE,
+    trigger_type VARCHAR(20) NOT NULL DEFAULT 'MANUAL',
+    status VARCHAR(20) NOT NULL DEFAULT 'RUNNING', -- RUNNING, SUCCESS, FAILED, CANCELLED
+    celery_task_id VARCHAR(255),
+    started_at TIMESTAMPTZ NOT NULL DEFAULT NOW(),
+    finished_at TIMESTAMPTZ,
+    error_message TEXT,
+    created_at TIMESTAMPTZ DEFAULT NOW(),
+    updated_at TIMESTAMPTZ DEFAULT NOW()
+);
+CREATE INDEX IF NOT EXISTS idx_linked_task_run_history_linked_task_id ON linked_task_run_history(linked_task_id);
+
+CREATE TABLE IF NOT EXISTS linked_task_run_step_log (
+    id SERIAL PRIMARY KEY,
+    run_history_id INTEGER NOT NULL REFERENCES linked_task_run_history(id) ON DELETE CASCADE,
+    linked_task_id INTEGER NOT NULL REFERENCES linked_tasks(id) ON DELETE CASCADE,
+    step_id INTEGER NOT NULL REFERENCES linked_task_steps(id) ON DELETE CASCADE,
+    flow_task_id INTEGER NOT NULL REFERENCES flow_tasks(id) ON DELETE CASCADE,
+    flow_task_run_history_id INTEGER REFERENCES flow_task_run_history(id) ON DELETE SET NULL,
+    status VARCHAR(20) NOT NULL DEFAULT 'PENDING', -- PENDING, RUNNING, SUCCESS, FAILED, SKIPPED
+    celery_task_id VARCHAR(255),
+    started_at TIMESTAMPTZ,
+    finished_at TIMESTAMPTZ,
+    error_message TEXT,
+    created_at TIMESTAMPTZ DEFAULT NOW(),
+    updated_at TIMESTAMPTZ DEFAULT NOW()
+);
+CREATE INDEX IF NOT EXISTS idx_linked_task_run_step_log_run_history_id ON linked_task_run_step_log(run_history_id);

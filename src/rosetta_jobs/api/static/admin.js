@@ -82,8 +82,8 @@
     return node;
   }
 
-  // A delete needs two clicks: the first arms the button, the second acts.
-  function armedButton(label, onConfirm) {
+  // A delete or a purge needs two clicks: the first arms the button, the second acts.
+  function armedButton(label, onConfirm, className) {
     return button(label, async (node) => {
       if (!node.classList.contains("armed")) {
         node.classList.add("armed");
@@ -92,7 +92,7 @@
         return;
       }
       await onConfirm();
-    }, "danger");
+    }, "danger" + (className ? " " + className : ""));
   }
 
   function setStatus(text, bad) {
@@ -103,22 +103,127 @@
 
   function renderQueues(queues) {
     if (!changed("queues", queues)) return;
-    fill("queues", queues.map((q) => el("tr", { "data-queue": q.name }, [
-      td(q.name),
+    fill("queues", queues.map((q) => el("tr", { "data-queue": q.name, className: q.unconsumed ? "unconsumed" : "" }, [
+      el("td", {}, q.unconsumed ? [el("span", { text: q.name + " " }), el("span", { text: "no consumer", className: "flag" })]
+        : [el("span", { text: q.name })]),
       td(q.ready, "num"),
       td(q.delayed, "num"),
       td(q.in_progress, "num"),
       td(q.dead_lettered, "num"),
-      el("td", {}, [(() => {
-        const node = button("Requeue all", async () => {
-          const answer = await call("POST", "/queues/" + encodeURIComponent(q.name) + "/requeue-all");
-          setStatus("requeued " + answer.requeued + " from " + q.name);
-        }, "requeue-all");
-        node.disabled = !q.dead_lettered;
-        return node;
-      })()]),
-    ])), "No queues yet.", 6);
+      td(q.consumers, "num"),
+      el("td", {}, [
+        button("Jobs", async () => { showWaiting(q.name); }, "show-jobs"),
+        (() => {
+          const node = button("Requeue all", async () => {
+            const answer = await call("POST", "/queues/" + encodeURIComponent(q.name) + "/requeue-all");
+            setStatus("requeued " + answer.requeued + " from " + q.name);
+          }, "requeue-all");
+          node.disabled = !q.dead_lettered;
+          return node;
+        })(),
+      ]),
+    ])), "No queues yet.", 7);
   }
+
+  // Queues that hold work no live worker takes: the jobs there wait for good until one starts.
+  function renderWarnings(unconsumed) {
+    const box = document.getElementById("warnings");
+    box.hidden = !unconsumed.length;
+    box.textContent = unconsumed.length ? "Jobs are waiting on " + unconsumed.join(", ") +
+      " and no live worker consumes " + (unconsumed.length === 1 ? "it" : "them") + ": start a worker for " +
+      (unconsumed.length === 1 ? "that queue." : "those queues.") : "";
+  }
+
+  // --- waiting jobs of one queue, with purge ----------------------------------------------------------
+  let waitingQueue = null;
+
+  function showWaiting(name) {
+    waitingQueue = name;
+    drawn.delete("waiting");
+    document.getElementById("waiting-queue").textContent = name;
+    document.getElementById("waiting-section").hidden = false;
+    const toolbar = document.querySelector("#waiting-section .toolbar");
+    toolbar.replaceChildren(
+      armedButton("Purge", async () => {
+        const answer = await call("POST", "/queues/" + encodeURIComponent(name) + "/purge");
+        setStatus("purged " + answer.purged + " from " + name + "; each is now REVOKED");
+      }, "purge"),
+      button("Close", async () => { hideWaiting(); }, "close-jobs"),
+    );
+    refreshWaiting();
+  }
+
+  function hideWaiting() {
+    waitingQueue = null;
+    document.getElementById("waiting-section").hidden = true;
+  }
+
+  async function refreshWaiting() {
+    if (!waitingQueue) return;
+    const name = waitingQueue;
+    const jobs = await call("GET", "/queues/" + encodeURIComponent(name) + "/jobs?limit=100");
+    if (name !== waitingQueue || !changed("waiting", jobs)) return;
+    const now = Date.now() / 1000;
+    fill("waiting", jobs.map((j) => el("tr", { "data-task-id": j.task_id }, [
+      td(j.position, "num"), td(j.state), el("td", {}, [el("code", { text: j.task_id })]), td(j.actor),
+      el("td", {}, [el("code", { text: JSON.stringify({ args: j.args, kwargs: j.kwargs }) })]), td(j.user),
+      td(j.enqueued_at ? ago(now - j.enqueued_at) : ""), td(j.eta ? when(j.eta) : ""),
+    ])), "Nothing is waiting in " + name + ".", 8);
+  }
+
+  // --- the Tasks tab: the task history, with filters and search by id ---------------------------------
+  function seconds(value) {
+    if (value === null || value === undefined) return "";
+    return value < 10 ? value.toFixed(2) + " s" : value < 120 ? value.toFixed(1) + " s" : Math.round(value / 60) + " min";
+  }
+
+  function taskQuery() {
+    const id = document.getElementById("task-search").value.trim();
+    if (id) return "task_id=" + encodeURIComponent(id);
+    const params = new URLSearchParams({ limit: "200" });
+    [["state", "filter-state"], ["actor", "filter-actor"], ["user", "filter-user"], ["since_seconds", "filter-since"]]
+      .forEach(([name, input]) => {
+        const value = document.getElementById(input).value.trim();
+        if (value) params.set(name, value);
+      });
+    return params.toString();
+  }
+
+  async function refreshTasks() {
+    const answer = await call("GET", "/history?" + taskQuery());
+    document.getElementById("tasks-kept").textContent = String(answer.kept);
+    if (!changed("tasks", answer.tasks)) return;
+    fill("tasks", answer.tasks.map((t) => el("tr", { "data-task-id": t.task_id }, [
+      td(t.finished_at ? when(t.finished_at) : "not finished"),
+      el("td", {}, [el("code", { text: t.task_id })]),
+      td(t.actor), td(t.queue), td(t.state, "state state-" + t.state), td(t.user),
+      el("td", {}, [el("code", { text: t.sql_digest || "" })]),
+      td(seconds(t.started_at && t.finished_at ? t.finished_at - t.started_at : null), "num"),
+      td(t.error_type || t.reason, "error"),
+    ])), document.getElementById("task-search").value.trim() ? "No task with this id." : "No finished task matches.", 9);
+  }
+
+  function activeTab() {
+    return document.querySelector(".tabs .tab.active").dataset.panel;
+  }
+
+  function showTab(panel) {
+    document.querySelectorAll(".tabs .tab").forEach((tab) => tab.classList.toggle("active", tab.dataset.panel === panel));
+    document.querySelectorAll(".panel").forEach((node) => { node.hidden = node.id !== panel; });
+    refresh();
+  }
+
+  document.querySelectorAll(".tabs .tab").forEach((tab) => tab.addEventListener("click", () => showTab(tab.dataset.panel)));
+  document.getElementById("task-filters").addEventListener("submit", (event) => {
+    event.preventDefault();
+    drawn.delete("tasks");
+    refresh();
+  });
+  document.getElementById("filter-clear").addEventListener("click", () => {
+    document.getElementById("task-filters").reset();
+    drawn.delete("tasks");
+    refresh();
+  });
 
   function renderWorkers(workers) {
     fill("workers", workers.map((w) => el("tr", { "data-worker": w.id }, [
@@ -265,8 +370,15 @@
     if (busy) return;
     busy = true;
     try {
+      if (activeTab() === "panel-tasks") {
+        await refreshTasks();
+        setStatus("task history · updated " + new Date().toLocaleTimeString());
+        return;
+      }
       const data = await call("GET", "/overview");
       renderQueues(data.queues);
+      renderWarnings(data.unconsumed || []);
+      await refreshWaiting();
       renderWorkers(data.workers);
       renderDeadLetters(data.dead_letters);
       renderFailures(data.failures);
