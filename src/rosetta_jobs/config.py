@@ -99,6 +99,18 @@ class Settings(BaseSettings):
         validation_alias=_env("CREDENTIAL_ENCRYPTION_KEY"),
         description="The backend's AES-256-GCM key: 32 bytes, raw or base64. Needed by workers only.",
     )
+    worker_api_url: str | None = Field(
+        None,
+        validation_alias=_env("WORKER_API_URL"),
+        description="DMZ workers: the ops service's URL; a worker with it and without DATABASE_URL and "
+        "CREDENTIAL_ENCRYPTION_KEY asks the service for the one source a preview needs (docs/security.md).",
+    )
+    worker_api_key: str | None = Field(
+        None,
+        validation_alias=_env("WORKER_API_KEY"),
+        description="The key DMZ workers send (x-worker-key) and the ops service's /worker endpoints accept; "
+        "unset on the service: those endpoints are off. Must differ from API_KEY and ADMIN_API_KEY.",
+    )
 
     # Preview
     preview_row_limit: int = Field(500, ge=1, le=50_000, validation_alias=_env("PREVIEW_ROW_LIMIT"))
@@ -214,6 +226,12 @@ class Settings(BaseSettings):
     api_key: str | None = Field(None, validation_alias=_env("API_KEY"))
     admin_api_key: str | None = Field(None, validation_alias=_env("ADMIN_API_KEY"))
     max_active_per_user: int = Field(10, ge=1, validation_alias=_env("MAX_ACTIVE_PER_USER"))
+    max_streams_per_user: int = Field(
+        5,
+        ge=1,
+        validation_alias=_env("MAX_STREAMS_PER_USER"),
+        description="Open task streams (SSE) one user (x-user-id) may hold at once; the next is refused with 429.",
+    )
 
     sse_keepalive: float = Field(
         15.0,
@@ -247,6 +265,24 @@ class Settings(BaseSettings):
         ge=60,
         validation_alias=_env("TASK_HISTORY_MAX_AGE"),
         description="Seconds a finished task stays in the task history.",
+    )
+    sweep_interval: float = Field(
+        3600.0,
+        gt=0,
+        validation_alias=_env("SWEEP_INTERVAL"),
+        description="Seconds between two runs of the ops service's sweeper (one replica at a time, by a Redis lease).",
+    )
+    dead_letter_ttl: int = Field(
+        7 * 24 * 3600,
+        ge=60,
+        validation_alias=_env("DEAD_LETTER_TTL"),
+        description="Seconds a dead letter is kept; the sweeper removes older ones.",
+    )
+    task_meta_sql: Literal["hash", "clear"] = Field(
+        "hash",
+        validation_alias=_env("TASK_META_SQL"),
+        description="hash: task meta and dead-letter listings keep a job's SQL arguments as sha256:<digest> plus "
+        "sql_sha256 (the SQL lives only in the broker message); clear: the Celery worker's meta, args with the SQL.",
     )
     # --- end of task history -----------------------------------------------------------------------
 
@@ -383,6 +419,19 @@ class Settings(BaseSettings):
 
             derive_key(value)
         return value or None
+
+    @model_validator(mode="after")
+    def _worker_key_apart(self) -> Settings:
+        if self.worker_api_key and self.worker_api_key in (self.api_key, self.admin_api_key):
+            raise ValueError("WORKER_API_KEY must differ from API_KEY and ADMIN_API_KEY: a worker key opens configs")
+        return self
+
+    @property
+    def dmz_worker(self) -> bool:
+        """Whether this worker reads configs from the ops service (``WORKER_API_URL``), holding no database key."""
+        return bool(self.worker_api_url) and "database_url" not in self.model_fields_set and not (
+            self.credential_encryption_key
+        )
 
     @model_validator(mode="after")
     def _backoff(self) -> Settings:

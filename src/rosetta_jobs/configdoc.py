@@ -131,7 +131,7 @@ CELERY_WORKER_ENV: tuple[CeleryVariable, ...] = (
     CeleryVariable(
         "MEMORY_WARNING_MB", "4096", _S, None, "ignored: WORKER_MEMORY_BUDGET is a hard limit, not a warning"
     ),
-    CeleryVariable("LINKED_TASK_MAX_PARALLEL_STEPS", "3", _S, None, "ignored: linked tasks are not part of 0.1"),
+    CeleryVariable("LINKED_TASK_MAX_PARALLEL_STEPS", "3", _S, "linked_task_max_parallel_steps"),
     CeleryVariable("SERVER_HOST", "0.0.0.0", _S, "server_host"),
     CeleryVariable("SERVER_PORT", "8002", _S, "server_port"),
     CeleryVariable("LOG_LEVEL", "INFO", _S, "log_level"),

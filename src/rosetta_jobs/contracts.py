@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from .redact import sql_digest
+from .redact import sql_digest, sql_sha256
 
 __all__ = [
     "BACKEND_JOB",
@@ -95,6 +95,12 @@ class JobContract:
         sql = next((named[name] for name in self.sql_params if isinstance(named.get(name), str) and named[name]), None)
         return sql_digest(sql) if sql is not None else None
 
+    def sql_sha256(self, args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None) -> str | None:
+        """The whole SHA-256 of the first SQL argument given (``redact.sql_sha256``), or ``None`` without one."""
+        named = self.arguments(args, kwargs)
+        sql = next((named[name] for name in self.sql_params if isinstance(named.get(name), str) and named[name]), None)
+        return sql_sha256(sql) if sql is not None else None
+
     def masked(
         self, args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None
     ) -> tuple[list[Any], dict[str, Any]]:
@@ -102,7 +108,9 @@ class JobContract:
         hidden = set(self.sql_params)
 
         def mask(name: str, value: Any) -> Any:
-            return f"sha256:{sql_digest(value)}" if name in hidden and isinstance(value, str) else value
+            if name not in hidden or not isinstance(value, str) or value.startswith("sha256:"):
+                return value  # not SQL, or already its digest (task meta under TASK_META_SQL=hash)
+            return f"sha256:{sql_digest(value)}"
 
         masked_args = [mask(name, value) for name, value in zip(self.param_names, args, strict=False)]
         masked_args += list(args[len(masked_args) :])

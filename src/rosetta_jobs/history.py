@@ -23,6 +23,7 @@ import redis
 
 from .contracts import contract_for
 from .layout import Keys
+from .redact import SQL_DIGEST_LENGTH
 from .states import EXCEPTION_STATES, REVOKED, exception_message
 
 __all__ = ["HISTORY_FIELDS", "HistoryFilter", "TaskHistory", "history_entry"]
@@ -74,7 +75,7 @@ def history_entry(
         "queue": meta.get("queue") or context.get("queue"),
         "state": state,
         "user": context.get("user"),
-        "sql_digest": contract.sql_digest(args or (), kwargs) if contract is not None else None,
+        "sql_digest": _digest(meta, context, contract, args, kwargs),
         "enqueued_at": _seconds(context.get("enqueued_at")),
         "started_at": _seconds(context.get("started_at")),
         "finished_at": round(time.time() if now is None else now, 3),
@@ -82,6 +83,14 @@ def history_entry(
         "reason": reason,
         "worker": context.get("worker") or meta.get("worker"),
     }
+
+
+def _digest(meta: Mapping[str, Any], context: Mapping[str, Any], contract: Any, args: Any, kwargs: Any) -> str | None:
+    """The SQL's digest: from ``sql_sha256`` when the meta's arguments are already hashed (``TASK_META_SQL``)."""
+    whole = meta.get("sql_sha256") or context.get("sql_sha256")
+    if isinstance(whole, str) and whole:
+        return whole[:SQL_DIGEST_LENGTH]
+    return contract.sql_digest(args or (), kwargs) if contract is not None else None
 
 
 def _seconds(value: Any) -> float | None:

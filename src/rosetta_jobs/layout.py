@@ -123,6 +123,19 @@ class Keys:
         """Where each of a user's tasks went: ``<queue> <redis message id>``."""
         return self._key("user-where", user_id)
 
+    # --- housekeeping (result backend) --------------------------------------------------------------
+    def sweeper(self) -> str:
+        """Hash of the sweeper's runs: ``runs``, ``last_run_at``, ``last_duration``, ``holder``, ``removed:<kind>``."""
+        return self._key("sweeper")
+
+    def sweeper_lease(self) -> str:
+        """Held (``lua/sweeper_lease.lua``) by the one process that sweeps; expires with it."""
+        return self._key("sweeper-lease")
+
+    def user_streams(self, user_id: str) -> str:
+        """The user's open SSE streams, scored by the expiry of each one's lease (``lua/stream_slot.lua``)."""
+        return self._key("user-streams", user_id)
+
     # --- broker ----------------------------------------------------------------------------------
     def wake(self, queue_name: str) -> str:
         """Wake-up tokens for the idle consumers of a queue (outside Dramatiq's ``<ns>:*`` on purpose)."""

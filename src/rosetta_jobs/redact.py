@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import re
 
-__all__ = ["MASK", "SQL_DIGEST_LENGTH", "redact", "sql_digest"]
+__all__ = ["MASK", "SQL_DIGEST_LENGTH", "redact", "sql_digest", "sql_sha256"]
 
 MASK = "***"
 #: Hex characters of a SQL digest shown in logs, history and the CLI: enough to tell statements apart.
@@ -61,6 +61,11 @@ def _forms(secret: str) -> set[str]:
     return forms
 
 
+def sql_sha256(sql: str) -> str:
+    """The SQL's whole SHA-256 (hex): what task meta and dead-letter listings keep instead of the SQL."""
+    return hashlib.sha256(sql.encode("utf-8", errors="surrogatepass")).hexdigest()
+
+
 def sql_digest(sql: str) -> str:
     """The first ``SQL_DIGEST_LENGTH`` hex characters of the SQL's SHA-256: a statement named, not shown.
 
@@ -68,4 +73,4 @@ def sql_digest(sql: str) -> str:
     history and the CLI name it by this digest, which still tells two statements apart and matches the same
     statement across lines.
     """
-    return hashlib.sha256(sql.encode("utf-8", errors="surrogatepass")).hexdigest()[:SQL_DIGEST_LENGTH]
+    return sql_sha256(sql)[:SQL_DIGEST_LENGTH]

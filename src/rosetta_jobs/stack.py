@@ -60,7 +60,8 @@ def build_middleware(settings: Settings) -> list[Middleware]:
         history_max_age=settings.task_history_max_age,
     )
     jobs = RunningJobs()
-    task_state = TaskState(store=store, jobs=jobs, max_worker_losses=settings.max_worker_losses)
+    task_state = TaskState(store=store, jobs=jobs, max_worker_losses=settings.max_worker_losses,
+                           hash_sql=settings.task_meta_sql == "hash")  # fmt: skip
     return [
         JobContext(jobs=jobs, time_limits=time_limits(settings), progress_writer=task_state.write_progress),
         AgeLimit(),

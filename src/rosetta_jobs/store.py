@@ -240,7 +240,7 @@ class TaskStore:
         self.request_cancel(task_id)
         # The history entry gets the actor, queue and arguments of a task that had started.
         started = {"actor": meta.get("name"), "queue": meta.get("queue"), "args": meta.get("args"),
-                   "kwargs": meta.get("kwargs")} if meta else None  # fmt: skip
+                   "kwargs": meta.get("kwargs"), "sql_sha256": meta.get("sql_sha256")} if meta else None  # fmt: skip
         if not self.write(build_meta(task_id, REVOKED, revoked_exception()), context=started):
             final = (self.get(task_id) or {}).get("status", state)
             return {"task_id": task_id, "cancelled": False, "state": final, "reason": f"the task already ended {final}"}

@@ -19,9 +19,10 @@ from ..celery_wire import ControlMessage
 from ..config import Settings
 from ..errors import BrokerUnavailable
 from ..pidbox import PidboxListener, revoke, waiting_in_kombu
+from ..sweeper import Sweeper, run_sweeper
 from . import admin, health, metrics, schema, tasks
 from .context import Ops
-from .history import run_sampler
+from .history import HISTORY_SECONDS, run_sampler
 
 __all__ = ["create_app", "serve"]
 
@@ -33,6 +34,7 @@ def create_app(settings: Settings, *, sample_depths: bool = True) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         sampler = asyncio.create_task(run_sampler(ops)) if sample_depths else None
+        sweeper = asyncio.create_task(run_sweeper(_sweeper(ops)))
         # Celery revokes sent while no worker listens (all down, or restarting) still land.
         listener = _revoke_listener(ops) if settings.celery_control else None
         try:
@@ -44,6 +46,9 @@ def create_app(settings: Settings, *, sample_depths: bool = True) -> FastAPI:
                 sampler.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await sampler
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
             await ops.aclose()
 
     app = FastAPI(
@@ -66,6 +71,13 @@ def create_app(settings: Settings, *, sample_depths: bool = True) -> FastAPI:
     app.include_router(admin.api)
     app.include_router(admin.pages)
     return app
+
+
+def _sweeper(ops: Ops) -> Sweeper:
+    """The housekeeping every replica of the service offers; the lease lets one of them run it at a time."""
+    settings = ops.settings
+    return Sweeper(ops, interval=settings.sweep_interval, dead_letter_ttl=settings.dead_letter_ttl,
+                   result_expires=settings.result_expires, depth_window=HISTORY_SECONDS)  # fmt: skip
 
 
 def _revoke_listener(ops: Ops) -> PidboxListener:

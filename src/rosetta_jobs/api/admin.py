@@ -16,13 +16,15 @@ from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from loguru import logger
 from pydantic import BaseModel
 
-from ..contracts import masked_arguments
+from ..contracts import CONTRACTS, masked_arguments
 from ..history import HistoryFilter
 from ..middleware.metrics import read_recent_failures
-from ..queues import is_queue_name
+from ..queues import DeadLetter, is_queue_name
 from ..states import FINAL_STATES, PENDING, status_dict
+from ..sweeper import read_sweeper
 from .auth import ADMIN_COOKIE, SESSION_SECONDS, admin_identity, matches, require_admin, same_origin, session_cookie
 from .context import Ops, worker_dict
 from .history import read_history
@@ -165,7 +167,7 @@ def overview(request: Request) -> dict[str, Any]:
     snapshot = ops.snapshot()
     now = time.time()
     letters = [
-        letter.asdict()
+        _letter(letter)
         for queue in snapshot.queues
         if queue.dead_lettered
         for letter in ops.inspector.dead_letters(queue.name, limit=50)
@@ -185,6 +187,7 @@ def overview(request: Request) -> dict[str, Any]:
         "failures": read_recent_failures(ops.results, ops.namespace, limit=20),
         "dead_letters": letters[:100],
         "history": read_history(ops),
+        "sweeper": read_sweeper(ops.results, ops.namespace),
     }
 
 
@@ -192,8 +195,33 @@ def overview(request: Request) -> dict[str, Any]:
 def dead_letters(
     queue: Queue, request: Request, limit: Annotated[int, Query(ge=1, le=500)] = 50
 ) -> list[dict[str, Any]]:
-    """The newest dead letters of a queue, with arguments, error and traceback."""
-    return [letter.asdict() for letter in _ops(request).inspector.dead_letters(_queue(queue), limit=limit)]
+    """The newest dead letters of a queue, with arguments (SQL as its digest, and ``sql_sha256``), error, traceback."""
+    return [_letter(letter) for letter in _ops(request).inspector.dead_letters(_queue(queue), limit=limit)]
+
+
+def _letter(letter: DeadLetter) -> dict[str, Any]:
+    """A dead letter as the dashboard shows it: the SQL stays in the broker message, the listing has its SHA-256."""
+    doc = letter.asdict()
+    contract = CONTRACTS.get(letter.actor)
+    doc["sql_sha256"] = contract.sql_sha256(letter.args, letter.kwargs) if contract is not None else None
+    doc["args"], doc["kwargs"] = masked_arguments(letter.actor, letter.args, letter.kwargs)
+    return doc
+
+
+@api.get("/queues/{queue}/dead-letters/{redis_id}/sql", responses={404: {}})
+def reveal_sql(queue: Queue, redis_id: RedisId, request: Request) -> dict[str, Any]:
+    """The SQL arguments of one dead letter, in clear, for an operator who must see them; each reveal is logged."""
+    letter = _ops(request).inspector.dead_letter(_queue(queue), redis_id)
+    if letter is None:
+        raise HTTPException(404, "no such dead letter")
+    contract = CONTRACTS.get(letter.actor)
+    named = contract.arguments(letter.args, letter.kwargs) if contract is not None else {}
+    sql = {name: named.get(name) for name in (contract.sql_params if contract is not None else ())}
+    digest = contract.sql_sha256(letter.args, letter.kwargs) if contract is not None else None
+    client = request.client.host if request.client else "?"
+    logger.warning("admin: SQL of dead letter {} (task {}, sql sha256:{}) revealed to {}", redis_id,
+                   letter.task_id, (digest or "-")[:12], client)  # fmt: skip
+    return {"task_id": letter.task_id, "redis_id": redis_id, "actor": letter.actor, "sql": sql, "sql_sha256": digest}
 
 
 @api.post("/queues/{queue}/dead-letters/{redis_id}/requeue", response_model=Requeued, responses={404: {}})

@@ -17,6 +17,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from ..middleware.metrics import DURATION_BUCKETS, FIELD_SEPARATOR, WAIT_BUCKETS, metrics_key
+from ..sweeper import read_sweeper
 from .context import Ops
 
 __all__ = ["RedisCollector", "render", "router"]
@@ -129,6 +130,28 @@ class RedisCollector(Collector):
         for queue in snapshot.queues:
             unconsumed.add_metric([queue.name], int(queue.name in stranded))
         yield unconsumed
+
+        sweeper = read_sweeper(self.ops.results, ns)
+        yield CounterMetricFamily(
+            "rosetta_jobs_sweeper_runs", "Runs of the sweeper (housekeeping)", value=sweeper["runs"]
+        )
+        swept = CounterMetricFamily(
+            "rosetta_jobs_sweeper_removed", "Items the sweeper removed, by kind", labels=["kind"]
+        )
+        for kind, count in sweeper["removed"].items():
+            swept.add_metric([kind], count)
+        yield swept
+        if sweeper["last_run_at"] is not None:
+            yield GaugeMetricFamily(
+                "rosetta_jobs_sweeper_last_run_timestamp_seconds",
+                "When the sweeper last ran",
+                value=sweeper["last_run_at"],
+            )
+            yield GaugeMetricFamily(
+                "rosetta_jobs_sweeper_last_duration_seconds",
+                "How long its last run took",
+                value=sweeper["last_duration"],
+            )
 
         live = snapshot.running_workers
         yield GaugeMetricFamily("rosetta_jobs_workers", "Worker processes with a live heartbeat", value=len(live))

@@ -34,6 +34,8 @@ __all__ = ["SNOWFLAKE_INPUT", "SNOWFLAKE_OUTPUT", "FlowFailed", "FlowRunner", "c
 
 SNOWFLAKE_INPUT = "Snowflake inputs are not supported by this worker yet"
 SNOWFLAKE_OUTPUT = "Snowflake destinations are not supported by this worker yet"
+#: How the executor pool says an executor died under a task for another reason than memory.
+_DIED = "The preview's query stopped its executor process"
 #: Seconds of a run's time limit kept for saving its results after the DuckDB work.
 PERSIST_RESERVE = 10.0
 
@@ -161,11 +163,19 @@ class FlowRunner:
         deadline = job.deadline if job is not None and job.deadline is not None else time.monotonic() + 600
         if deadline - time.monotonic() > 2 * reserve:
             deadline -= reserve
-        try:
-            answer = self.executors.run(task, fingerprint="flow", deadline=deadline, job=job)
-        except PreviewError as exc:
-            raise FlowFailed(_flow_wording(str(exc), self.executors.memory_error())) from None
-        return dict(answer.result)
+        for attempt in (1, 2):
+            try:
+                answer = self.executors.run(task, fingerprint="flow", deadline=deadline, job=job)
+                return dict(answer.result)
+            except PreviewError as exc:
+                # An executor that died of something else than memory (a rare abort of DuckDB at start or
+                # teardown was seen once) is retried once for a preview or a schema: they only read.
+                died = str(exc).startswith(_DIED) and str(exc) != str(self.executors.memory_error())
+                if attempt == 1 and died and task.get("op") in ("preview", "schema"):
+                    logger.warning("flow {}: its executor died ({}); trying once more", task.get("op"), exc)
+                    continue
+                raise FlowFailed(_flow_wording(str(exc), self.executors.memory_error())) from None
+        raise AssertionError("unreachable")
 
     # --- configs -----------------------------------------------------------------------------------------
     def _resolve(self, plan: Plan, *, outputs: bool) -> _Resolved:

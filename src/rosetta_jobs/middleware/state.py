@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import dramatiq
@@ -19,6 +20,7 @@ from dramatiq.middleware import Middleware, SkipMessage
 from loguru import logger
 
 from .. import codec
+from ..contracts import CONTRACTS
 from ..errors import JobAbandoned, StateRefused, WorkerLost
 from ..job import Job, RunningJobs
 from ..states import (
@@ -47,25 +49,43 @@ class TaskState(Middleware):
     """Writes STARTED, PROGRESS, SUCCESS, RETRY and FAILURE under the message id."""
 
     def __init__(
-        self, *, store: TaskStore, jobs: RunningJobs, max_worker_losses: int = 2, hostname: str | None = None
+        self,
+        *,
+        store: TaskStore,
+        jobs: RunningJobs,
+        max_worker_losses: int = 2,
+        hostname: str | None = None,
+        hash_sql: bool = True,
     ) -> None:
         self.store = store
+        #: ``TASK_META_SQL=hash``: the meta outlives the job, so it keeps the SQL's SHA-256, never the SQL.
+        self.hash_sql = hash_sql
         self.jobs = jobs
         self.max_worker_losses = max_worker_losses
         self.hostname = hostname or f"rosetta@{socket.gethostname()}"
 
     def _meta(self, message: dramatiq.MessageProxy, status: str, result: Any = None, **extra: Any) -> dict[str, Any]:
-        return build_meta(
+        args: Sequence[Any] = message.args
+        kwargs: Mapping[str, Any] = message.kwargs
+        digest: str | None = None
+        contract = CONTRACTS.get(message.actor_name) if self.hash_sql else None
+        if contract is not None and contract.sql_params:
+            digest = contract.sql_sha256(args, kwargs)
+            args, kwargs = contract.masked(args, kwargs)
+        meta = build_meta(
             message.message_id,
             status,
             result,
             name=message.actor_name,
-            args=message.args,
-            kwargs=message.kwargs,
+            args=args,
+            kwargs=kwargs,
             worker=self.hostname,
             queue=q_name(message.queue_name),
             **extra,
         )
+        if digest is not None:
+            meta["sql_sha256"] = digest
+        return meta
 
     def write(self, message: dramatiq.MessageProxy, status: str, result: Any = None, **extra: Any) -> bool:
         # A final state (or RETRY) waits out a Redis outage; STARTED and PROGRESS are best effort.
