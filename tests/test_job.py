@@ -179,6 +179,34 @@ def test_a_cancelled_job_does_not_continue_its_pipeline(worker: WorkerProcess, c
     assert counter.get(next_key) is None and client.store.get(next_step.message_id) is None
 
 
+def test_a_deferred_job_stays_progress_until_its_final_state_is_written_elsewhere(
+    worker: WorkerProcess, client: JobClient
+) -> None:
+    # Given two jobs that end returning Deferred: their final state is someone else's to write
+    keys = [f"k-{uuid.uuid4().hex}" for _ in range(2)]
+    finished, cancelled = (client.send("tests.deferred", (key,)) for key in keys)
+
+    def both_progress() -> bool:
+        return all((client.store.get(t) or {}).get("status") == "PROGRESS" for t in (finished, cancelled))
+
+    # Then each job ended (the only thread runs the next one) but its task is PROGRESS with the actor's meta
+    wait_until(both_progress, 10, "both jobs to end")
+    for task_id, key in ((finished, keys[0]), (cancelled, keys[1])):
+        meta = client.store.get(task_id) or {}
+        assert (meta["status"], meta["result"]) == ("PROGRESS", {"status": "waiting", "key": key})
+    _next_job_runs_on_the_same_thread(client)
+    # When one is finished by its owner, and the other cancelled, then finished too
+    assert client.store.finish(finished, "SUCCESS", {"answer": 42})
+    assert client.cancel(cancelled)["cancelled"]
+    assert not client.store.finish(cancelled, "SUCCESS", {"answer": 42})
+    # Then the first is SUCCESS with the owner's result and the actor's name; the cancel's REVOKED stays
+    meta = client.store.get(finished) or {}
+    assert (meta["status"], meta["result"], meta["name"]) == ("SUCCESS", {"answer": 42}, "tests.deferred")
+    assert client.result(finished).get(timeout=1) == {"answer": 42}
+    assert (client.store.get(cancelled) or {})["status"] == "REVOKED"
+    assert client.store.cancel_requested([cancelled]) == [cancelled]
+
+
 def _final(client: JobClient, task_id: str) -> dict[str, Any]:
     meta: dict[str, Any] = {}
 

@@ -1,7 +1,8 @@
 """``worker.linked_task.execute``: a DAG of flows through real workers, every step's log checked in the database.
 
-A three-stage DAG with ON_SUCCESS, ON_FAILURE and ALWAYS edges and a failing middle step; a cancel mid-run; a
-worker SIGKILLed mid-run and a new one finishing the run without repeating a finished step. The backend's side
+A three-stage DAG with ON_SUCCESS, ON_FAILURE and ALWAYS edges and a failing middle step; a cancel mid-run, by the
+database and by a Celery revoke of the linked task's id; a worker SIGKILLed mid-run and a new one finishing the run
+without repeating a finished step. The backend's side
 (run row RUNNING, ``linked_tasks.status`` RUNNING, the task sent by name with kwargs) is done as it does it.
 """
 
@@ -22,6 +23,7 @@ from celery import Celery
 
 from .conftest import WorkerProcess, launch_worker, wait_until
 from .support.flowdb import FlowDatabases, create_flow_databases
+from .test_ingress import backend_producer
 
 #: Fast crash recovery for the SIGKILL test: a silent worker is dead after 2 s.
 WORKER_ENV = {"HEARTBEAT_TIMEOUT_MS": "2000", "DUCKDB_MAX_CONCURRENT": "2", "DUCKDB_MEMORY_LIMIT": "256MB",
@@ -160,8 +162,10 @@ def test_a_three_stage_dag_with_a_failing_middle_step(
     assert run_row[0][0] == "FAILED" and f"Step #{ids['s2']}" in run_row[0][1] and run_row[0][2] is not None
     assert backend.sql("SELECT status, last_run_status FROM linked_tasks WHERE id = %s", task) == [("IDLE", "FAILED")]
     assert backend.sql("SELECT status FROM flow_tasks WHERE id = %s", flows["s1"]) == [("SUCCESS",)]
-    # And the entry task itself ended at once: no thread waited on a step
-    assert celery_app.AsyncResult(entry).state == "SUCCESS"
+    # And the linked task's own state is SUCCESS with the spec's answer, written by the step that ended the run
+    wait_until(lambda: celery_app.AsyncResult(entry).state == "SUCCESS", 5, "the linked task's final state")
+    assert celery_app.AsyncResult(entry).result == {"status": "FAILED",
+                                                    "step_results": {str(ids[n]): status[n] for n in ids}}  # fmt: skip
 
 
 def test_a_cancel_stops_the_running_step_and_is_kept(
@@ -171,11 +175,11 @@ def test_a_cancel_stops_the_running_step_and_is_kept(
     slow = backend.flow("slow", copy_graph(f"slow_{backend.suffix}", source_table="big", sql=SLOW_SQL))
     after = backend.flow("after", copy_graph(f"after_{backend.suffix}"))
     task, ids = backend.linked({"slow": slow, "after": after}, [("slow", "after", "ALWAYS")])
-    run, _ = backend.trigger(celery_app, task)
+    run, entry = backend.trigger(celery_app, task)
     wait_until(lambda: backend.steps(run).get(ids["slow"], {}).get("flow_run"), 20, "the slow step to start")
     time.sleep(0.5)
 
-    # When the user cancels the run, as the backend's cancel endpoint does
+    # When the user cancels the run in the database only
     backend.sql("UPDATE linked_task_run_history SET status = 'CANCELLED', finished_at = now(),"
                 " error_message = 'Cancelled by user' WHERE id = %s", run)  # fmt: skip
     backend.sql("UPDATE linked_tasks SET status = 'IDLE' WHERE id = %s", task)
@@ -190,6 +194,48 @@ def test_a_cancel_stops_the_running_step_and_is_kept(
     assert backend.sql("SELECT status FROM flow_task_run_history WHERE id = %s",
                        steps[ids["slow"]]["flow_run"]) == [("CANCELLED",)]  # fmt: skip
     time.sleep(1.5)
+    assert backend.run_status(run) == "CANCELLED"
+    assert backend.sql("SELECT count(*) FROM flow_task_run_history WHERE flow_task_id = %s", after) == [(0,)]
+    # And the linked task's own state ends REVOKED
+    assert celery_app.AsyncResult(entry).state == "REVOKED"
+
+
+def test_a_revoke_of_the_linked_task_stops_the_run_and_stays_revoked(
+    workers: list[WorkerProcess], backend: Backend, celery_app: Celery
+) -> None:
+    # Given a slow step followed by another, and the linked task still PROGRESS while its DAG runs
+    producer = backend_producer(celery_app)
+    slow = backend.flow("slow", copy_graph(f"slow_{backend.suffix}", source_table="big", sql=SLOW_SQL))
+    after = backend.flow("after", copy_graph(f"after_{backend.suffix}"))
+    task, ids = backend.linked({"slow": slow, "after": after}, [("slow", "after", "ALWAYS")])
+    run, entry = backend.trigger(producer, task)
+    wait_until(lambda: backend.steps(run).get(ids["slow"], {}).get("flow_run"), 20, "the slow step to start")
+    wait_until(lambda: producer.AsyncResult(entry).state == "PROGRESS", 5, "the linked task PROGRESS")
+    assert producer.AsyncResult(entry).info == {"status": "executing", "linked_task_id": task, "run_history_id": run}
+    time.sleep(0.5)
+
+    # When the backend cancels it as its WorkerClient does: a revoke of the id it stored on the run
+    assert backend.sql("SELECT celery_task_id FROM linked_task_run_history WHERE id = %s", run) == [(entry,)]
+    revoked_at = time.monotonic()
+    producer.control.revoke(entry, terminate=True, signal="SIGTERM")
+
+    # Then the linked task is REVOKED at once, the running step stopped within seconds, the next SKIPPED
+    wait_until(lambda: producer.AsyncResult(entry).state == "REVOKED", 2, "the linked task REVOKED")
+    wait_until(lambda: backend.steps(run)[ids["slow"]]["status"] == "SKIPPED", 10, "the slow step stopped")
+    assert time.monotonic() - revoked_at < 5
+    steps = backend.steps(run)
+    assert steps[ids["slow"]]["error"] == "Cancelled by user while running"
+    assert (steps[ids["after"]]["status"], steps[ids["after"]]["error"]) == ("SKIPPED", "Run cancelled")
+    assert steps[ids["after"]]["started_at"] is None
+    assert backend.sql("SELECT status FROM flow_task_run_history WHERE id = %s",
+                       steps[ids["slow"]]["flow_run"]) == [("CANCELLED",)]  # fmt: skip
+    # And the run is CANCELLED in the database, the linked task IDLE
+    assert backend.run_status(run) == "CANCELLED"
+    linked_task = backend.sql("SELECT status, last_run_status FROM linked_tasks WHERE id = %s", task)
+    assert linked_task == [("IDLE", "CANCELLED")]
+    # And once the run has settled, REVOKED is still there and nothing more ran
+    time.sleep(1.5)
+    assert producer.AsyncResult(entry).state == "REVOKED"
     assert backend.run_status(run) == "CANCELLED"
     assert backend.sql("SELECT count(*) FROM flow_task_run_history WHERE flow_task_id = %s", after) == [(0,)]
 

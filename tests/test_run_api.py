@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import dramatiq
 import httpx
 import pytest
 import redis
@@ -17,6 +18,11 @@ from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis.checks import not_a_server_error
 
 from rosetta_jobs.client import JobClient
+from rosetta_jobs.contracts import PREVIEW
+from rosetta_jobs.job import RunningJobs
+from rosetta_jobs.middleware.state import TaskState
+from rosetta_jobs.redact import sql_digest, sql_sha256
+from rosetta_jobs.store import TaskStore
 
 from .conftest import (
     BROKER_DB,
@@ -279,3 +285,25 @@ def test_the_sql_is_kept_as_its_sha256(stack: ServiceProcess, databases: Preview
     wait_until(lambda: "revealed" in stack_logs[0].read_text(), what="the reveal logged")
     assert marker not in stack_logs[0].read_text()
     httpx.delete(f"{stack.url}/admin/api/queues/preview/dead-letters/{redis_id}", headers=admin)
+
+
+@pytest.mark.parametrize("hash_sql", [True, False], ids=["hash", "clear"])
+def test_task_meta_sql_keeps_the_hash_or_the_celery_workers_args(results_redis: redis.Redis, hash_sql: bool) -> None:
+    # Given a preview message, and the task state written the default way or with TASK_META_SQL=clear
+    sql = "SELECT 1 AS secret_literal"
+    message = dramatiq.MessageProxy(dramatiq.Message(queue_name="preview", actor_name=PREVIEW.name,
+                                    args=(sql, 1, 2, "orders"), kwargs={"filter_sql": "id > 3"}, options={},
+                                    message_id=str(uuid.uuid4())))  # fmt: skip
+    state = TaskState(store=TaskStore(results_redis), jobs=RunningJobs(), hash_sql=hash_sql)
+
+    # When its SUCCESS is stored
+    state.write(message, "SUCCESS", {"data": []})
+    meta = TaskStore(results_redis).get(message.message_id) or {}
+
+    # Then hashed: the SQL arguments are digests, with the whole SHA-256 beside; clear: args as Celery kept them
+    if hash_sql:
+        assert meta["args"][0] == f"sha256:{sql_digest(sql)}" and meta["sql_sha256"] == sql_sha256(sql)
+        assert meta["kwargs"] == {"filter_sql": f"sha256:{sql_digest('id > 3')}"}
+        assert sql not in json.dumps(meta)
+    else:
+        assert meta["args"][0] == sql and meta["kwargs"] == {"filter_sql": "id > 3"} and "sql_sha256" not in meta

@@ -8,6 +8,9 @@
 - **cancelled**: not a failure. The function's end is swallowed, ``TaskState`` keeps REVOKED, the
   message is acknowledged (no dead letter, no error log), the metrics count it as cancelled, and
   ``Callbacks``/``Pipelines`` do not continue it (``middleware/context.py``);
+- **deferred**: the function returned ``Deferred(meta)`` (``job.py``): its final state is written
+  later by whoever ends its work, so ``TaskState`` stores PROGRESS with ``meta``, and
+  ``Callbacks``/``Pipelines`` do not continue it;
 - **timed out**: the actor's ``timed_out(job)`` option gives the result where its contract says a
   timeout is an answer (the preview's SUCCESS with ``error``); otherwise FAILURE with Celery's
   ``TimeLimitExceeded``.
@@ -24,7 +27,7 @@ import dramatiq
 
 from .contracts import REQUIRED, JobContract
 from .errors import JobCancelled, JobTimedOut
-from .job import Job, current_job
+from .job import Deferred, Job, current_job
 from .retrying import retry_options
 
 __all__ = ["job_actor", "run_as_job"]
@@ -46,7 +49,7 @@ def run_as_job(fn: Callable[..., Any], *, timed_out: Callable[[Job], Any] | None
         if job is None:
             return fn(*args, **kwargs)
         try:
-            return job.call(fn, *args, **kwargs)
+            result = job.call(fn, *args, **kwargs)
         except JobCancelled:
             job.outcome = "cancelled"
             return None
@@ -54,6 +57,10 @@ def run_as_job(fn: Callable[..., Any], *, timed_out: Callable[[Job], Any] | None
             if timed_out is None:
                 raise
             return timed_out(job)
+        if isinstance(result, Deferred):
+            job.outcome = "deferred"
+            return result.meta
+        return result
 
     setattr(run, _WRAPPED, True)
     return run

@@ -157,7 +157,7 @@ def inspect(args: argparse.Namespace, ops: Deployment, out: Output) -> int:
                 ("state", state),
                 ("actor", actor),
                 ("queue", queue),
-                ("arguments", _arguments(actor, raw_args, raw_kwargs, True) if meta else "(no longer stored)"),
+                ("arguments", _arguments(actor, raw_args, raw_kwargs, True) if meta else _no_arguments(state, queue)),
                 ("sql", f"sha256:{data['sql_digest']}" if data["sql_digest"] and not args.show_sql else None),
                 ("user", data["user"]),
                 ("deliveries", data["deliveries"] or None),
@@ -176,6 +176,12 @@ def inspect(args: argparse.Namespace, ops: Deployment, out: Output) -> int:
 
     out.emit(data, draw)
     return EXIT_OK
+
+
+def _no_arguments(state: str, queue: str | None) -> str:
+    if state == PENDING and queue:
+        return f"(not started: rosetta-jobs jobs {queue} lists it while it waits)"
+    return "(no longer stored)"
 
 
 def _summary(result: Any) -> str:

@@ -429,8 +429,10 @@ class Settings(BaseSettings):
     @property
     def dmz_worker(self) -> bool:
         """Whether this worker reads configs from the ops service (``WORKER_API_URL``), holding no database key."""
-        return bool(self.worker_api_url) and "database_url" not in self.model_fields_set and not (
-            self.credential_encryption_key
+        return (
+            bool(self.worker_api_url)
+            and "database_url" not in self.model_fields_set
+            and not (self.credential_encryption_key)
         )
 
     @model_validator(mode="after")

@@ -35,7 +35,7 @@ from loguru import logger
 
 from .errors import JobAbandoned, JobCancelled, JobInterrupt, JobTimedOut
 
-__all__ = ["ESCALATE_AFTER", "Job", "ProgressWriter", "RunningJobs", "current_job", "set_current_job"]
+__all__ = ["ESCALATE_AFTER", "Deferred", "Job", "ProgressWriter", "RunningJobs", "current_job", "set_current_job"]
 
 #: Seconds after a stop before a job that is still running gets an asynchronous exception.
 ESCALATE_AFTER = 0.5
@@ -54,6 +54,19 @@ def current_job() -> Job | None:
 def set_current_job(job: Job | None) -> None:
     """Bind ``job`` to the calling (worker) thread; ``JobContext`` does it around each message."""
     _current.job = job
+
+
+@dataclass(frozen=True)
+class Deferred:
+    """Returned by an actor whose task's final state someone else writes later (with ``TaskStore.finish``).
+
+    The job ends and its message is acknowledged, but the task is not over: ``TaskState`` stores PROGRESS with
+    ``meta`` instead of SUCCESS, so a cancel still lands on it, and whoever ends the work writes SUCCESS or
+    FAILURE through the store's Lua write, which never overwrites a final state (a cancel's REVOKED).
+    ``job.outcome`` is then ``"deferred"``. Dramatiq's callbacks and pipelines do not continue such a job.
+    """
+
+    meta: dict[str, Any]
 
 
 @dataclass(eq=False)
@@ -75,7 +88,8 @@ class Job:
     progress_writer: ProgressWriter | None = None
     #: The Dramatiq message (a ``MessageProxy``) this job runs.
     message: dramatiq.MessageProxy | None = field(default=None, repr=False)
-    #: How the actor ended when it did not return or raise an error: ``"cancelled"``, or ``None``.
+    #: How the actor ended when it did not return a result or raise an error: ``"cancelled"``, ``"deferred"``
+    #: (it returned ``Deferred``: its final state is written later, elsewhere), or ``None``.
     outcome: str | None = None
     #: Set by the first after-hook: the job is over, though still registered while the hooks run.
     finished: bool = False

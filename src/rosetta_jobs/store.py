@@ -166,6 +166,21 @@ class TaskStore:
         except redis.RedisError:
             return False
 
+    def finish(self, task_id: str, status: str, result: Any = None) -> bool:
+        """Write the final state of a task whose job ended before its work did (``job.Deferred``).
+
+        The name, arguments, worker and queue of its last state are kept. Like every write it never
+        overwrites a final state (a cancel's REVOKED stays). Returns whether it was written.
+        """
+        last = self.get(task_id) or {}
+        if last.get("status") in FINAL_STATES:
+            return False
+        meta = build_meta(task_id, status, result, name=last.get("name"), args=last.get("args"),
+                          kwargs=last.get("kwargs"), worker=last.get("worker"), queue=last.get("queue"))  # fmt: skip
+        if last.get("sql_sha256"):
+            meta["sql_sha256"] = last["sql_sha256"]
+        return self.write(meta)
+
     def is_final(self, task_id: str) -> bool:
         meta = self.get(task_id)
         return meta is not None and meta.get("status") in FINAL_STATES

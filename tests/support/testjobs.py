@@ -15,7 +15,7 @@ import rosetta_jobs.actors  # noqa: F401  (the broker is declared before these a
 from rosetta_jobs.actor import job_actor
 from rosetta_jobs.contracts import JobContract, Param
 from rosetta_jobs.errors import TransientError
-from rosetta_jobs.job import current_job
+from rosetta_jobs.job import Deferred, current_job
 from rosetta_jobs.retrying import retry_options
 
 
@@ -113,6 +113,13 @@ def spin_duckdb(key: str, rows: int) -> int:
 def thread_id(key: str) -> int:
     _started(key)
     return threading.get_ident()
+
+
+@job_actor(_contract("tests.deferred", "key"))
+def deferred(key: str) -> Deferred:
+    """Ends its job at once, leaving its task's final state to someone else (``job.Deferred``)."""
+    _started(key)
+    return Deferred({"status": "waiting", "key": key})
 
 
 @dramatiq.actor(actor_name="tests.plain_busy", queue_name="default")

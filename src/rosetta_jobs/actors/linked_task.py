@@ -3,6 +3,11 @@
 Thin glue over ``rosetta_jobs.flows.linked``. The Celery task (kwargs ``linked_task_id``, ``run_history_id``)
 writes the step logs and enqueues the first steps, then ends; each ``worker.linked_task.step`` runs one flow
 in its own job and enqueues what became ready when it ends. No worker thread ever waits on another job.
+
+The Celery task's job ends at once but its task does not: it returns ``Deferred`` (PROGRESS stays), and the
+step that ends the run writes its final state (``TaskStore.finish``): SUCCESS with ``{"status",
+"step_results"}``, or REVOKED for a cancelled run. So a revoke (or ``JobClient.cancel``) of its id while the
+DAG runs finds a running task: REVOKED and the cancel flag, which the steps' watch turns into a cancelled run.
 """
 
 from __future__ import annotations
@@ -18,7 +23,8 @@ from ..errors import JobTimedOut
 from ..flows.graph import GraphError, NodeError
 from ..flows.linked import Coordinator, StepWatch
 from ..flows.runner import FlowFailed
-from ..job import Job, current_job
+from ..job import Deferred, Job, current_job
+from ..states import REVOKED, SUCCESS, revoked_exception
 from .flow_execute import runner
 
 __all__ = ["coordinator", "execute", "step"]
@@ -40,18 +46,35 @@ def coordinator() -> Coordinator:
             def dispatch(run_history_id: int, step_id: int, task_id: str) -> None:
                 client.submit(LINKED_STEP, [run_history_id, step_id], task_id=task_id)
 
-            _coordinator = Coordinator(catalog=resources.catalog(), dispatch=dispatch,
+            def ended(task_id: str, status: str, result: dict[str, Any]) -> None:
+                if status == "CANCELLED":
+                    client.store.finish(task_id, REVOKED, revoked_exception())
+                else:
+                    client.store.finish(task_id, SUCCESS, result)
+
+            def revoked(task_id: str) -> bool:
+                return bool(client.store.cancel_requested([task_id]))
+
+            _coordinator = Coordinator(catalog=resources.catalog(), dispatch=dispatch, ended=ended, revoked=revoked,
                                        max_parallel=settings.linked_task_max_parallel_steps)  # fmt: skip
         return _coordinator
 
 
 @job_actor(LINKED_TASK)
-def execute(linked_task_id: int, run_history_id: int) -> dict[str, Any]:
-    """Start run ``run_history_id`` of linked task ``linked_task_id``: step logs, then the first steps."""
+def execute(linked_task_id: int, run_history_id: int) -> dict[str, Any] | Deferred:
+    """Start run ``run_history_id`` of linked task ``linked_task_id``: step logs, then the first steps.
+
+    A run still going on leaves the task PROGRESS (``Deferred``: the step that ends the run writes its final
+    state); one already over (no step could run, a broken DAG) answers ``{"status", "step_results"}`` now.
+    """
     job = current_job()
+    meta = {"status": "executing", "linked_task_id": linked_task_id, "run_history_id": run_history_id}
     if job is not None:
-        job.progress({"status": "executing", "linked_task_id": linked_task_id, "run_history_id": run_history_id})
-    return coordinator().begin(int(linked_task_id), int(run_history_id))
+        job.progress(meta)
+    answer = coordinator().begin(int(linked_task_id), int(run_history_id), job.id if job is not None else None)
+    if answer["status"] == "RUNNING":
+        return Deferred(meta)
+    return coordinator().result(int(run_history_id))
 
 
 def _step_timed_out(job: Job) -> Any:

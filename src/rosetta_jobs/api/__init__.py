@@ -20,7 +20,7 @@ from ..config import Settings
 from ..errors import BrokerUnavailable
 from ..pidbox import PidboxListener, revoke, waiting_in_kombu
 from ..sweeper import Sweeper, run_sweeper
-from . import admin, health, metrics, schema, tasks
+from . import admin, health, metrics, schema, tasks, worker
 from .context import Ops
 from .history import HISTORY_SECONDS, run_sampler
 
@@ -68,6 +68,7 @@ def create_app(settings: Settings, *, sample_depths: bool = True) -> FastAPI:
     app.include_router(schema.router)
     app.include_router(metrics.router)
     app.include_router(tasks.router)
+    app.include_router(worker.router)
     app.include_router(admin.api)
     app.include_router(admin.pages)
     return app

@@ -30,6 +30,7 @@ __all__ = [
     "matches",
     "require_admin",
     "require_api_key",
+    "require_worker_key",
     "same_origin",
     "session_cookie",
     "valid_session",
@@ -47,6 +48,7 @@ _DEFAULT_PORTS = {"http": ":80", "https": ":443"}
 
 _api_key = APIKeyHeader(name="x-api-key", auto_error=False, description="The service's API_KEY.")
 _admin_key = APIKeyHeader(name="x-admin-key", auto_error=False, description="The service's ADMIN_API_KEY.")
+_worker_key = APIKeyHeader(name="x-worker-key", auto_error=False, description="The service's WORKER_API_KEY.")
 
 
 def matches(given: str, expected: str) -> bool:
@@ -63,6 +65,18 @@ def require_api_key(request: Request, key: str | None = Security(_api_key)) -> N
         raise HTTPException(401, "missing x-api-key header")
     if not matches(key, expected):
         raise HTTPException(403, "wrong API key")
+
+
+def require_worker_key(request: Request, key: str | None = Security(_worker_key)) -> None:
+    """Guard of the DMZ workers' config endpoints: ``WORKER_API_KEY`` only (the task and admin keys are other headers,
+    and the settings refuse a worker key equal to either)."""
+    expected = request.app.state.ops.settings.worker_api_key
+    if not expected:
+        raise HTTPException(403, "the worker API is disabled: WORKER_API_KEY is not set on the service")
+    if not key:
+        raise HTTPException(401, "missing x-worker-key header")
+    if not matches(key, expected):
+        raise HTTPException(403, "wrong worker API key")
 
 
 def _signature(admin_key: str, expires: int) -> str:

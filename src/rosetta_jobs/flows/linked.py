@@ -17,10 +17,15 @@ The rules (spec 7.5, the recommended reading of the UI):
   counts as finished but not SUCCESS, so no step is left PENDING; steps on a cycle end SKIPPED too;
 - at most ``LINKED_TASK_MAX_PARALLEL_STEPS`` steps run at once, each as soon as its own predecessors are
   done (no layer barrier);
-- a run the backend marked CANCELLED starts nothing more, its PENDING steps end SKIPPED, its running steps
+- a run the backend marked CANCELLED, or whose linked task's own task id was revoked (its cancel flag: the
+  run is then marked CANCELLED here), starts nothing more, its PENDING steps end SKIPPED, its running steps
   are stopped (``StepWatch``), and CANCELLED is never overwritten;
 - the run ends FAILED if a step FAILED, else SUCCESS, with ``finished_at`` and an error message naming the
   failed steps; the linked task goes back to IDLE with ``last_run_at`` and ``last_run_status``.
+
+The linked task's own task (its id recorded on the run as ``celery_task_id``) stays PROGRESS while its DAG
+runs (``job.Deferred``); the change that ends the run writes its final state through ``ended``: SUCCESS with
+``{"status", "step_results"}``, or REVOKED for a cancelled run, never over a final state already there.
 
 Every change is one transaction under an advisory lock on the run, so two steps ending at once advance it
 once each, in turn. A crash anywhere loses nothing and repeats nothing finished: a redelivered step whose
@@ -54,6 +59,11 @@ _MESSAGE = 2000
 
 #: ``dispatch(run_history_id, step_id, task_id)``: enqueue one step under a task id chosen beforehand.
 Dispatch = Callable[[int, int, str], None]
+#: ``ended(task_id, status, result)``: the run of the linked task ``task_id`` ended with ``status`` (SUCCESS,
+#: FAILED or CANCELLED); ``result`` is ``{"status", "step_results"}``. Called again by every later advance.
+Ended = Callable[[str, str, dict[str, Any]], None]
+#: ``revoked(task_id)``: whether the linked task ``task_id`` was revoked (its standing cancel flag).
+Revoked = Callable[[str], bool]
 
 
 class LinkedTaskError(RosettaJobsError):
@@ -77,16 +87,26 @@ class _Edge:
 
 
 class Coordinator:
-    """Starts and advances linked-task runs in the config database; ``dispatch`` enqueues a step."""
+    """Starts and advances linked-task runs in the config database; ``dispatch`` enqueues a step, ``ended``
+    writes the linked task's final state, ``revoked`` reads its cancel."""
 
-    def __init__(self, *, catalog: Catalog, dispatch: Dispatch, max_parallel: int = 3) -> None:
+    def __init__(
+        self, *, catalog: Catalog, dispatch: Dispatch, max_parallel: int = 3, ended: Ended | None = None,
+        revoked: Revoked | None = None,
+    ) -> None:  # fmt: skip
         self.catalog = catalog
         self.dispatch = dispatch
         self.max_parallel = max_parallel
+        self.ended = ended
+        self.revoked = revoked
 
     # --- the run ----------------------------------------------------------------------------------------
-    def start(self, linked_task_id: int, run_history_id: int) -> dict[str, Any]:
-        """Write every step log PENDING (once: a redelivered start adds none), then advance the run."""
+    def start(self, linked_task_id: int, run_history_id: int, task_id: str | None = None) -> dict[str, Any]:
+        """Write every step log PENDING (once: a redelivered start adds none), then advance the run.
+
+        ``task_id``, the linked task's own, is recorded on the run (the backend records the same one): a revoke
+        of it cancels the run, and the run's end writes its final state.
+        """
         with self.catalog.connection() as conn, conn.transaction():
             _lock(conn, run_history_id)
             run = conn.execute(
@@ -98,6 +118,9 @@ class Coordinator:
                 conn.execute("UPDATE linked_tasks SET status = 'IDLE', updated_at = now() WHERE id = %s",
                              (linked_task_id,))  # fmt: skip
                 return {"status": "MISSING", "run_history_id": run_history_id}
+            if task_id:
+                conn.execute("UPDATE linked_task_run_history SET celery_task_id = %s WHERE id = %s",
+                             (task_id, run_history_id))  # fmt: skip
             problem = None
             if task is None:
                 problem = f"LinkedTask {linked_task_id} not found"
@@ -122,9 +145,9 @@ class Coordinator:
         status = self.advance(run_history_id)
         return {"status": status, "run_history_id": run_history_id, "steps": len(steps)}
 
-    def begin(self, linked_task_id: int, run_history_id: int) -> dict[str, Any]:
+    def begin(self, linked_task_id: int, run_history_id: int, task_id: str | None = None) -> dict[str, Any]:
         """``start``, and a run row that does not exist is an error (FAILURE), after ``linked_tasks`` was reset."""
-        answer = self.start(linked_task_id, run_history_id)
+        answer = self.start(linked_task_id, run_history_id, task_id)
         if answer["status"] == "MISSING":
             raise LinkedTaskError(f"Linked task run {run_history_id} not found")
         return answer
@@ -132,29 +155,45 @@ class Coordinator:
     def advance(self, run_history_id: int) -> str:
         """Skip what cannot run, enqueue what is ready (within the parallel limit), end the run when all is done.
 
-        Returns the run's status afterwards.
+        Returns the run's status afterwards. Once the run is over, every advance (re)writes the linked task's
+        final state through ``ended`` (after its transaction): a write lost to a Redis outage is retried by the
+        next one, and one already there is kept.
         """
+        status, task_id, result = self._advance(run_history_id)
+        if status not in ("RUNNING", "MISSING") and task_id and self.ended is not None:
+            try:
+                self.ended(task_id, status, result)
+            except Exception as exc:
+                logger.error("linked run {}: could not store the final state of task {}: {}", run_history_id, task_id,
+                             redact(str(exc)))  # fmt: skip
+        return status
+
+    def _advance(self, run_history_id: int) -> tuple[str, str | None, dict[str, Any]]:
+        """``advance``'s transaction: the run's status, the linked task's id, and its result."""
         with self.catalog.connection() as conn, conn.transaction():
             _lock(conn, run_history_id)
             run = conn.execute(
-                "SELECT linked_task_id, status FROM linked_task_run_history WHERE id = %s FOR UPDATE",
+                "SELECT linked_task_id, status, celery_task_id FROM linked_task_run_history WHERE id = %s FOR UPDATE",
                 (run_history_id,),
             ).fetchone()
             if run is None:
-                return "MISSING"
-            linked_task_id, status = int(run[0]), str(run[1])
+                return "MISSING", None, {}
+            linked_task_id, status, parent = int(run[0]), str(run[1]), run[2]
             steps, edges = _graph(conn, linked_task_id)
             for log_id, step_id, step_status in conn.execute(
                 "SELECT id, step_id, status FROM linked_task_run_step_log WHERE run_history_id = %s", (run_history_id,)
             ).fetchall():
                 if int(step_id) in steps:
                     steps[int(step_id)].status, steps[int(step_id)].log_id = str(step_status), int(log_id)
+            if status == "RUNNING" and self._revoked(parent):
+                self._end(conn, linked_task_id, run_history_id, "CANCELLED", "Cancelled by user")
+                status = "CANCELLED"
             if status != "RUNNING":
                 if status == "CANCELLED":
                     for step in steps.values():
                         if step.status == "PENDING":
                             _set(conn, step, "SKIPPED", "Run cancelled")
-                return status
+                return status, parent, _result(status, steps)
             ready = self._judge(conn, steps, edges)
             running = sum(1 for s in steps.values() if s.status == "RUNNING")
             for step in ready[: max(self.max_parallel - running, 0)]:
@@ -169,12 +208,34 @@ class Coordinator:
                 # never run before RUNNING and its task id are visible; a rollback leaves a step that claims it.
                 self.dispatch(run_history_id, step.id, task_id)
             if any(s.status in ("PENDING", "RUNNING") for s in steps.values()):
-                return "RUNNING"
+                return "RUNNING", parent, {}
             failed = [s for s in steps.values() if s.status == "FAILED"]
             final = "FAILED" if failed else "SUCCESS"
             message = "; ".join(f"Step #{s.id} ({s.name}) failed" for s in failed) or None
             self._end(conn, linked_task_id, run_history_id, final, message)
-            return final
+            return final, parent, _result(final, steps)
+
+    def _revoked(self, task_id: str | None) -> bool:
+        return bool(task_id) and self.revoked is not None and self.revoked(str(task_id))
+
+    def cancelled(self, run_history_id: int) -> bool:
+        """Whether the run is cancelled: CANCELLED in the database, or still RUNNING with its linked task revoked."""
+        with self.catalog.connection() as conn:
+            row = conn.execute(
+                "SELECT status, celery_task_id FROM linked_task_run_history WHERE id = %s", (run_history_id,)
+            ).fetchone()
+        return row is not None and (row[0] == "CANCELLED" or (row[0] == "RUNNING" and self._revoked(row[1])))
+
+    def result(self, run_history_id: int) -> dict[str, Any]:
+        """The linked task's answer (spec 1.7 step 7): ``{"status", "step_results": {"<step id>": status}}``."""
+        with self.catalog.connection() as conn:
+            run = conn.execute("SELECT status FROM linked_task_run_history WHERE id = %s", (run_history_id,)).fetchone()
+            logs = conn.execute(
+                "SELECT step_id, status FROM linked_task_run_step_log WHERE run_history_id = %s ORDER BY step_id",
+                (run_history_id,),
+            ).fetchall()
+        return {"status": None if run is None else str(run[0]),
+                "step_results": {str(int(r[0])): str(r[1]) for r in logs}}  # fmt: skip
 
     def _judge(self, conn: psycopg.Connection[Any], steps: dict[int, _Step], edges: list[_Edge]) -> list[_Step]:
         """SKIP every PENDING step that can no longer run (repeatedly: skips propagate); the ready ones, in order."""
@@ -285,7 +346,8 @@ class Coordinator:
 
 
 class StepWatch:
-    """While a step's flow runs: stop it when its linked run is CANCELLED, and settle a stopped step.
+    """While a step's flow runs: stop it when its linked run is cancelled (``Coordinator.cancelled``: CANCELLED
+    in the database, or the linked task revoked), and settle a stopped step.
 
     The settling (step SKIPPED, flow run CANCELLED, the run advanced) happens on this thread, never on the job's:
     a stopped job's thread must end at once.
@@ -327,7 +389,7 @@ class StepWatch:
     def _watch(self) -> None:
         while not self._done.wait(self.every):
             try:
-                cancelled_run = self.coordinator.run_status(self.run_history_id) == "CANCELLED"
+                cancelled_run = self.coordinator.cancelled(self.run_history_id)
             except Exception as exc:
                 logger.warning("linked run {}: could not read its status: {}", self.run_history_id, redact(str(exc)))
                 continue
@@ -385,6 +447,11 @@ def _allows(condition: str, status: str) -> bool:
     if condition == "ALWAYS":
         return True
     return status == ("FAILED" if condition == "ON_FAILURE" else "SUCCESS")
+
+
+def _result(status: str, steps: Mapping[int, _Step]) -> dict[str, Any]:
+    """The linked task's answer (spec 1.7 step 7): the run's status and each step's, keyed by the step id as text."""
+    return {"status": status, "step_results": {str(s.id): s.status for s in sorted(steps.values(), key=lambda s: s.id)}}
 
 
 def _set(conn: psycopg.Connection[Any], step: _Step, status: str, message: str | None) -> None:

@@ -1,7 +1,8 @@
-"""Dramatiq's ``Callbacks`` and ``Pipelines``, which do not continue a cancelled job.
+"""Dramatiq's ``Callbacks`` and ``Pipelines``, which do not continue a cancelled or deferred job.
 
 A cancelled job returns normally (``rosetta_jobs.actor``: a cancel is no failure), so Dramatiq's own
-middleware would call its ``on_success`` callback and enqueue the next step of its pipeline.
+middleware would call its ``on_success`` callback and enqueue the next step of its pipeline. A deferred
+job (``job.Deferred``) has not succeeded yet: its final state is written later, elsewhere.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ __all__ = ["Callbacks", "Pipelines"]
 
 
 class _NotAfterCancel(middleware.Middleware):
-    """Runs the parent's ``after_process_message`` unless the job was cancelled."""
+    """Runs the parent's ``after_process_message`` unless the job was cancelled or deferred."""
 
     def __init__(self, *, jobs: RunningJobs) -> None:
         super().__init__()
@@ -32,7 +33,7 @@ class _NotAfterCancel(middleware.Middleware):
         exception: BaseException | None = None,
     ) -> None:
         job = self.jobs.get(message.message_id)
-        if job is not None and job.outcome == "cancelled":
+        if job is not None and job.outcome in ("cancelled", "deferred"):
             return
         super().after_process_message(broker, message, result=result, exception=exception)
 

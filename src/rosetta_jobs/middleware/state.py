@@ -173,6 +173,9 @@ class TaskState(Middleware):
             return  # the process is exiting unacknowledged: the run elsewhere writes the state
         if job is not None and job.outcome == "cancelled":
             self.write(message, REVOKED, revoked_exception())  # kept if REVOKED is there: shown again if expired
+        elif exception is None and job is not None and job.outcome == "deferred":
+            # Not over: whoever ends the work writes the final state (``job.Deferred``, ``TaskStore.finish``).
+            self.write(message, PROGRESS, result, retries=message.options.get("retries", 0))
         elif exception is None:
             self._succeed(message, result)
         elif message.failed:

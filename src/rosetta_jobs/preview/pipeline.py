@@ -19,6 +19,7 @@ from ..catalog import Catalog
 from ..config import Settings, parse_size
 from ..errors import JobTimedOut, PreviewError
 from ..job import Job
+from ..remote_catalog import RemoteCatalog, open_catalog
 from .cache import PreviewCache
 from .executor import ExecutorConfig, ExecutorPool
 from .request import PreviewRequest, error_result
@@ -29,7 +30,9 @@ __all__ = ["PreviewRunner"]
 class PreviewRunner:
     """The process-wide resources of the preview: config catalog, executor processes, cache."""
 
-    def __init__(self, *, catalog: Catalog, executors: ExecutorPool, cache: PreviewCache, time_limit: float) -> None:
+    def __init__(
+        self, *, catalog: Catalog | RemoteCatalog, executors: ExecutorPool, cache: PreviewCache, time_limit: float
+    ) -> None:
         self.catalog = catalog
         self.executors = executors
         self.cache = cache
@@ -50,7 +53,7 @@ class PreviewRunner:
             temp_directory=prepare_temp_directory(settings.duckdb_temp_path),
         )
         return cls(
-            catalog=Catalog.from_settings(settings),
+            catalog=open_catalog(settings),
             executors=ExecutorPool(config=config, slots=settings.duckdb_max_concurrent),
             cache=PreviewCache.from_url(settings.redis_url, ttl=settings.preview_cache_ttl),
             time_limit=settings.preview_time_limit,

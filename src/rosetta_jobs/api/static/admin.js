@@ -237,6 +237,17 @@
     ])), "No worker is alive.", 7);
   }
 
+  function renderSweeper(sweeper, now) {
+    const line = document.getElementById("sweeper");
+    if (!sweeper || !sweeper.last_run_at) {
+      line.textContent = "The sweeper has not run yet.";
+      return;
+    }
+    const removed = Object.entries(sweeper.removed).map(([kind, n]) => kind.replace("_", " ") + " " + n).join(", ");
+    line.textContent = "Last run " + ago(now - sweeper.last_run_at) + " by " + (sweeper.last_holder || "?") +
+      " (" + sweeper.runs + " runs; removed so far: " + removed + ").";
+  }
+
   function renderDeadLetters(letters) {
     if (!changed("dead-letters", letters)) return;
     const rows = [];
@@ -380,6 +391,7 @@
       renderWarnings(data.unconsumed || []);
       await refreshWaiting();
       renderWorkers(data.workers);
+      renderSweeper(data.sweeper, data.time);
       renderDeadLetters(data.dead_letters);
       renderFailures(data.failures);
       renderChart(data.history, data.queues.map((q) => q.name));
