@@ -90,8 +90,9 @@ def test_a_state_too_large_for_redis_becomes_a_readable_failure(
     started = time.monotonic()
     # When a job's SUCCESS of 1.5 MB is stored
     state.write(message(), SUCCESS, "x" * 1_500_000)
-    # Then at once, without waiting out the 600 s outage budget, a FAILURE saying why is there instead
-    assert time.monotonic() - started < 2
+    # Then without waiting out the 600 s outage budget (redis-py's own retries of the closed connection
+    # take a few seconds, with jitter), a FAILURE saying why is there instead
+    assert time.monotonic() - started < 15
     stored = TaskStore(client).get("big-result")
     assert stored is not None and stored["status"] == FAILURE
     assert stored["result"]["exc_type"] == "StateRefused" and "refused" in stored["result"]["exc_message"][0]
