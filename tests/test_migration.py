@@ -55,6 +55,7 @@ SAMPLES = {
     "SERVER_PORT": ("9002", 9002),
     "LOG_LEVEL": ("debug", "DEBUG"),
     "LOG_FORMAT": ("json", "json"),
+    "LINKED_TASK_MAX_PARALLEL_STEPS": ("5", 5),
 }  # fmt: skip
 
 

@@ -50,6 +50,8 @@ def test_a_killed_worker_process_is_replaced_and_its_job_still_finishes(
     replaced_in = time.monotonic() - killed_at
     after = children(worker.proc.pid)
     assert before[1] in after and replaced_in < 5
+    # And the dead one no longer counts as alive (its heartbeat is removed, not left to expire)
+    assert victim not in {w.pid for w in read_workers(client.store.client, "dramatiq")}
     wait_until(lambda: worker.output().count("Worker process is ready for action") == 3, 15, "the new one ready")
 
     # And both jobs end SUCCESS: the killed one's is requeued and run again by a live process

@@ -120,6 +120,13 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 100_000:
+        raise argparse.ArgumentTypeError(f"{text} is not between 1 and 100000")
+    return value
+
+
 def _operators(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """The operators' commands (``commands.py``), each with ``--json``."""
     from . import commands as ops
@@ -141,13 +148,13 @@ def _operators(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     add("workers", ops.workers, "live worker processes: queues, threads, busy, processed, last heartbeat")
     jobs = add("jobs", ops.jobs, "the jobs waiting in a queue, in the order workers take them", sql)
     jobs.add_argument("queue")
-    jobs.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
+    jobs.add_argument("--limit", type=_positive, default=50, help="at most this many (default 50)")
     purge = add("purge", ops.purge, "drop every job waiting in a queue; each becomes REVOKED")
     purge.add_argument("queue")
     purge.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     letters = add("dead-letters", ops.dead_letters, "the dead letters of a queue, newest first", sql)
     letters.add_argument("queue")
-    letters.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
+    letters.add_argument("--limit", type=_positive, default=50, help="at most this many (default 50)")
     requeue = add("requeue", ops.requeue, "put a dead letter (or --all) back on its queue")
     requeue.add_argument("queue")
     requeue.add_argument("id", nargs="?", default=None, help="the dead letter's task id or redis id")
@@ -163,7 +170,7 @@ def _operators(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     history.add_argument("--user", default=None, help="the user_id the job was sent with")
     history.add_argument("--queue", default=None)
     history.add_argument("--since", default=None, type=ops.parse_since, help="15m, 1h, 2d, or an ISO time")
-    history.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
+    history.add_argument("--limit", type=_positive, default=50, help="at most this many (default 50)")
 
 
 def _worker(args: argparse.Namespace) -> int:

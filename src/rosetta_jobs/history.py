@@ -145,7 +145,8 @@ class TaskHistory:
 
     def _newest_first(self, since: float | None) -> Iterator[dict[str, Any]]:
         """Entries newest first, a page of ids at a time (the index and the entries are read separately)."""
-        low = f"{int(since * 1000)}" if since is not None else "-inf"
+        # Before the epoch (or not a number) is no bound at all.
+        low = f"{int(since * 1000)}" if since is not None and 0 < since < float("inf") else "-inf"
         offset = 0
         while True:
             ids = cast(

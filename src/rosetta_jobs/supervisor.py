@@ -29,6 +29,7 @@ import contextlib
 import multiprocessing
 import os
 import signal
+import socket
 import sys
 import time
 from dataclasses import dataclass, field
@@ -41,6 +42,8 @@ from dramatiq import cli as dramatiq_cli
 from dramatiq.canteen import Canteen
 from dramatiq.compat import StreamablePipe
 from loguru import logger
+
+from .errors import RosettaJobsError
 
 __all__ = ["DRAMATIQ_CLI_VERSION", "MAX_RESTART_DELAY", "RESTART_DELAY", "Supervisor", "main", "parse_args"]
 
@@ -135,6 +138,7 @@ class Supervisor:
             self.exit_code = dramatiq_cli.RET_IMPORT
             self.stop(signal.SIGTERM)
             return
+        self._forget(process.pid)
         delay = slot.restart_delay(now)
         slot.restart_at = now + delay
         logger.error(
@@ -142,6 +146,25 @@ class Supervisor:
             "requeued by the other processes once its heartbeat is stale",
             slot.number, process.pid, how, now - slot.started_at, delay,
         )  # fmt: skip
+
+    @staticmethod
+    def _forget(pid: int) -> None:
+        """Remove a dead process's heartbeat now, not when its TTL runs out: ``/health``, ``rosetta-jobs check``
+        and ``workers`` stop counting it at once. (Its jobs are recovered by Dramatiq's heartbeats, not these.)"""
+        import redis
+
+        from .config import get_settings
+        from .layout import Keys
+        from .store import redis_client
+
+        try:
+            settings = get_settings()
+            keys, worker_id = Keys(settings.broker_namespace), f"{socket.gethostname()}:{pid}"
+            client = redis_client(settings.result_backend_url)
+            client.delete(keys.worker(worker_id))
+            client.zrem(keys.workers(), worker_id)
+        except (redis.RedisError, RosettaJobsError) as exc:
+            logger.warning("could not remove the heartbeat of the dead process {}: {}", pid, exc)
 
     def stop(self, signum: signal.Signals) -> None:
         """Ask every process to stop (SIGTERM twice: stop now); dead slots are not replaced any more.
@@ -151,14 +174,14 @@ class Supervisor:
         """
         self.stopping = signum
         for slot in self.slots:
-            if slot.process is not None and slot.process.exitcode is None:
+            if slot.process is not None:  # not polled here: a handler must not reap under the loop's feet
                 with contextlib.suppress(OSError):
                     os.kill(slot.process.pid, signal.SIGTERM)
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         sig = signal.Signals(signum)
         self.reload = self.reload or sig == signal.SIGHUP
-        self.stop(signal.SIGTERM if sig == signal.SIGINT else sig if sig != signal.SIGHUP else signal.SIGTERM)
+        self.stop(signal.SIGTERM if sig in (signal.SIGINT, signal.SIGHUP) else sig)
 
     # --- the loop ----------------------------------------------------------------------------------------------
     def run(self) -> int:

@@ -274,7 +274,9 @@ def history(
     state: Annotated[str | None, Query(pattern="^(SUCCESS|FAILURE|REVOKED)$")] = None,
     user: Annotated[str | None, Query(max_length=200)] = None,
     queue: Annotated[str | None, Query(max_length=200)] = None,
-    since_seconds: Annotated[float | None, Query(gt=0, description="finished in the last N seconds")] = None,
+    since_seconds: Annotated[
+        float | None, Query(gt=0, le=10 * 365 * 86400, description="finished in the last N seconds")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict[str, Any]:
     """Finished tasks from the task history, newest first; ``task_id`` finds one, still running or not."""
