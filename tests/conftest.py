@@ -24,6 +24,7 @@ import psycopg
 import pytest
 import redis
 
+from .support.previewdb import PreviewDatabases, seed
 from .support.redis_slots import SLOTS, claim
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -132,6 +133,15 @@ def pg_database() -> Iterator[str]:
     url = create_database()
     yield url
     drop_database(url)
+
+
+@pytest.fixture(scope="module")
+def databases() -> Iterator[PreviewDatabases]:
+    """A config database with an encrypted source row, and its seeded source database, for one test module."""
+    config_url, source_url = create_database("rj_cfg"), create_database("rj_src")
+    yield seed(config_url, source_url, TEST_KEY)
+    drop_database(config_url)
+    drop_database(source_url)
 
 
 def worker_env(**extra: str) -> dict[str, str]:

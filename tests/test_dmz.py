@@ -15,22 +15,14 @@ import pytest
 
 from rosetta_jobs.remote_catalog import MAX_CACHE_SECONDS, RemoteCatalog
 
-from .conftest import TEST_KEY, WorkerProcess, create_database, drop_database, flush_redis_dbs, worker_env
+from .conftest import TEST_KEY, WorkerProcess, flush_redis_dbs, worker_env
 from .support.ops_service import ADMIN_KEY, API_KEY, ServiceProcess, start_service
-from .support.previewdb import PreviewDatabases, seed
+from .support.previewdb import PreviewDatabases
 
 WORKER_KEY = "test-worker-key-5555555555"
 AUTH = {"x-api-key": API_KEY}
 #: The source's password as the config database holds it (encrypted there); it must reach no log.
 PASSWORD = "unused-with-trust-auth"
-
-
-@pytest.fixture(scope="module")
-def databases() -> Iterator[PreviewDatabases]:
-    config_url, source_url = create_database("rj_cfg"), create_database("rj_src")
-    yield seed(config_url, source_url, TEST_KEY)
-    drop_database(config_url)
-    drop_database(source_url)
 
 
 @pytest.fixture(scope="module")

@@ -24,15 +24,12 @@ from .conftest import (
     REDIS_HOST,
     REDIS_PORT,
     RESULTS_DB,
-    TEST_KEY,
     WorkerProcess,
-    create_database,
-    drop_database,
     launch_worker,
     redis_url,
     wait_until,
 )
-from .support.previewdb import PreviewDatabases, seed
+from .support.previewdb import PreviewDatabases
 
 KEYS = layout.Keys()
 DRAMATIQ = layout.DramatiqKeys()
@@ -68,14 +65,6 @@ def store(redis_dbs: None) -> TaskStore:
 @pytest.fixture
 def broker(redis_dbs: None) -> redis.Redis:
     return redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=BROKER_DB)
-
-
-@pytest.fixture(scope="module")
-def databases() -> Iterator[PreviewDatabases]:
-    config_url, source_url = create_database("rj_cfg"), create_database("rj_src")
-    yield seed(config_url, source_url, TEST_KEY)
-    drop_database(config_url)
-    drop_database(source_url)
 
 
 @pytest.fixture(scope="module")

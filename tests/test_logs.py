@@ -7,7 +7,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -17,16 +17,8 @@ from rosetta_jobs.client import JobClient
 from rosetta_jobs.logs import configure_logging
 from rosetta_jobs.redact import sql_digest
 
-from .conftest import TEST_KEY, WorkerProcess, create_database, drop_database, wait_until
-from .support.previewdb import PreviewDatabases, seed
-
-
-@pytest.fixture(scope="module")
-def databases() -> Iterator[PreviewDatabases]:
-    config_url, source_url = create_database("rj_logcfg"), create_database("rj_logsrc")
-    yield seed(config_url, source_url, TEST_KEY)
-    drop_database(config_url)
-    drop_database(source_url)
+from .conftest import WorkerProcess, wait_until
+from .support.previewdb import PreviewDatabases
 
 
 def lines(worker: WorkerProcess) -> list[dict[str, Any]]:

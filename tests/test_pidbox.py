@@ -19,16 +19,13 @@ from .conftest import (
     REDIS_HOST,
     REDIS_PORT,
     RESULTS_DB,
-    TEST_KEY,
     WorkerProcess,
-    create_database,
-    drop_database,
     redis_url,
     wait_until,
     worker_env,
 )
 from .support.ops_service import ServiceProcess, start_service
-from .support.previewdb import PreviewDatabases, seed
+from .support.previewdb import PreviewDatabases
 from .test_ingress import backend_producer
 
 #: A preview that runs for minutes unless it is stopped (500^4 rows counted).
@@ -43,14 +40,6 @@ def producer(celery_app: Celery) -> Celery:
 @pytest.fixture
 def store(redis_dbs: None) -> TaskStore:
     return TaskStore.from_url(redis_url(RESULTS_DB))
-
-
-@pytest.fixture(scope="module")
-def databases() -> Iterator[PreviewDatabases]:
-    config_url, source_url = create_database("rj_cfg"), create_database("rj_src")
-    yield seed(config_url, source_url, TEST_KEY)
-    drop_database(config_url)
-    drop_database(source_url)
 
 
 def wait_state(sent: object, state: str, timeout: float = 20.0) -> float:

@@ -26,14 +26,11 @@ from rosetta_jobs.preview.executor import WATCHDOG_SLACK
 
 from .conftest import (
     RESULTS_DB,
-    TEST_KEY,
     WorkerProcess,
-    create_database,
-    drop_database,
     launch_worker,
     redis_url,
 )
-from .support.previewdb import PreviewDatabases, seed
+from .support.previewdb import PreviewDatabases
 
 MB = 10**6
 TIME_LIMIT = 3
@@ -71,14 +68,6 @@ BOMBS = [
 ]
 #: Just under the 100 KB cap, and ~0.4 s to read, check and rewrite (3,000 SELECTs).
 COSTLY_SQL = " UNION ALL ".join(["SELECT id, amount FROM orders"] * 3_000)[:99_000].rsplit(" UNION", 1)[0]
-
-
-@pytest.fixture(scope="module")
-def databases() -> Iterator[PreviewDatabases]:
-    source_url, config_url = create_database("rj_src"), create_database("rj_cfg")
-    yield seed(config_url, source_url, TEST_KEY)
-    drop_database(config_url)
-    drop_database(source_url)
 
 
 @pytest.fixture(scope="module")

@@ -28,10 +28,7 @@ from .conftest import (
     BROKER_DB,
     CACHE_DB,
     RESULTS_DB,
-    TEST_KEY,
     WorkerProcess,
-    create_database,
-    drop_database,
     flush_redis_dbs,
     launch_worker,
     redis_url,
@@ -39,19 +36,11 @@ from .conftest import (
     worker_env,
 )
 from .support.ops_service import ADMIN_KEY, API_KEY, ServiceProcess, start_service
-from .support.previewdb import PreviewDatabases, seed
+from .support.previewdb import PreviewDatabases
 
 AUTH = {"x-api-key": API_KEY}
 #: The service's and the worker's log files, for the tests that read what was logged.
 stack_logs: list[Path] = []
-
-
-@pytest.fixture(scope="module")
-def databases() -> Iterator[PreviewDatabases]:
-    config_url, source_url = create_database("rj_cfg"), create_database("rj_src")
-    yield seed(config_url, source_url, TEST_KEY)
-    drop_database(config_url)
-    drop_database(source_url)
 
 
 @pytest.fixture(scope="module")

@@ -5,29 +5,19 @@ from __future__ import annotations
 
 import shutil
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-
-import pytest
 
 from rosetta_jobs.client import JobClient
 
-from .conftest import TEST_KEY, WorkerProcess, create_database, drop_database
-from .support.previewdb import PreviewDatabases, seed
+from .conftest import WorkerProcess
+from .support.previewdb import PreviewDatabases
 
 #: 500 x 500 rows grouped by 250,000 distinct keys: more than a 16 MB session holds, so DuckDB spills.
 SPILL = (
     "SELECT count(*) AS groups FROM (SELECT a.id * 10000 + b.id AS k, md5(a.status || b.id::varchar) AS m, "
     "count(*) AS n FROM orders a, orders b GROUP BY 1, 2) t"
 )
-
-
-@pytest.fixture(scope="module")
-def databases() -> Iterator[PreviewDatabases]:
-    config_url, source_url = create_database("rj_spillcfg"), create_database("rj_spillsrc")
-    yield seed(config_url, source_url, TEST_KEY)
-    drop_database(config_url)
-    drop_database(source_url)
 
 
 def _worker(start_worker: Callable[..., WorkerProcess], databases: PreviewDatabases, spill: Path) -> WorkerProcess:
