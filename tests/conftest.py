@@ -17,12 +17,15 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 import psycopg
 import pytest
 import redis
+
+if TYPE_CHECKING:
+    from .support.flowdb import FlowDatabases
 
 from .support.previewdb import PreviewDatabases, seed
 from .support.redis_slots import SLOTS, claim
@@ -142,6 +145,26 @@ def databases() -> Iterator[PreviewDatabases]:
     yield seed(config_url, source_url, TEST_KEY)
     drop_database(config_url)
     drop_database(source_url)
+
+
+@pytest.fixture(scope="module")
+def flow_dbs() -> Iterator[FlowDatabases]:
+    """The flow engine's source, destination and config databases, for one test module."""
+    from .support.flowdb import create_flow_databases  # it builds on this module's helpers
+
+    databases = create_flow_databases()
+    yield databases
+    databases.drop()
+
+
+@pytest.fixture(scope="module")
+def flow_worker(flow_dbs: FlowDatabases, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProcess]:
+    """One worker with two small executors, for one flow test module."""
+    log = tmp_path_factory.mktemp("flows") / "worker.log"
+    process = launch_worker(log, threads=2, DATABASE_URL=flow_dbs.config_url, DUCKDB_MAX_CONCURRENT="2",
+                            DUCKDB_MEMORY_LIMIT="256MB", PREVIEW_MEMORY_HEADROOM="256MB")  # fmt: skip
+    yield process
+    process.stop()
 
 
 def worker_env(**extra: str) -> dict[str, str]:

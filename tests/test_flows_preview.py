@@ -20,27 +20,11 @@ from celery import Celery
 from rosetta_jobs.client import JobClient
 from rosetta_jobs.contracts import FLOW_PREVIEW
 
-from .conftest import WorkerProcess, launch_worker, wait_until, worker_env
-from .support.flowdb import FlowDatabases, create_flow_databases
+from .conftest import WorkerProcess, wait_until, worker_env
+from .support.flowdb import FlowDatabases
 from .support.ops_service import ServiceProcess, start_service
 
 EXAMPLES: dict[str, Any] = json.loads((Path(__file__).parent / "data" / "flow_examples.json").read_text())
-
-
-@pytest.fixture(scope="module")
-def dbs() -> Iterator[FlowDatabases]:
-    databases = create_flow_databases()
-    yield databases
-    databases.drop()
-
-
-@pytest.fixture(scope="module")
-def worker(dbs: FlowDatabases, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProcess]:
-    log = tmp_path_factory.mktemp("flow-preview") / "worker.log"
-    process = launch_worker(log, threads=2, DATABASE_URL=dbs.config_url, DUCKDB_MAX_CONCURRENT="2",
-                            DUCKDB_MEMORY_LIMIT="256MB", PREVIEW_MEMORY_HEADROOM="256MB")  # fmt: skip
-    yield process
-    process.stop()
 
 
 def preview(client: JobClient, graph: dict[str, Any], node_id: str, limit: int = 500, profile: bool = False) -> Any:
@@ -67,7 +51,7 @@ def source(node_id: str, table: str, **data: Any) -> dict[str, Any]:
 # --- the worked examples ---------------------------------------------------------------------------------------
 
 
-def test_example_a(worker: WorkerProcess, client: JobClient) -> None:
+def test_example_a(flow_worker: WorkerProcess, client: JobClient) -> None:
     # When the clean node of example A is previewed, then renames and casts replace their column, nulls are dropped
     result = preview(client, EXAMPLES["A"], "clean_2_1712000000001")
     assert result["columns"] == ["id", "customer_id", "amount_usd", "amount_x2", "status_uc"]
@@ -75,21 +59,21 @@ def test_example_a(worker: WorkerProcess, client: JobClient) -> None:
     assert plain(result["rows"]) == [(2, 11, 20.0, 40.0, "PAID"), (5, 13, 50.0, 100.0, "PAID")]
 
 
-def test_example_b(worker: WorkerProcess, client: JobClient) -> None:
+def test_example_b(flow_worker: WorkerProcess, client: JobClient) -> None:
     # When the output of example B is previewed, it shows its upstream aggregate (a destination as an input)
     result = preview(client, EXAMPLES["B"], "out")
     assert result["columns"] == ["region", "total", "count_distinct_customer_id", "count__"]
     assert plain(result["rows"]) == [("north", 35.0, 2, 2), ("south", 90.0, 2, 3), (None, 40.0, 0, 1)]
 
 
-def test_example_c(worker: WorkerProcess, client: JobClient) -> None:
+def test_example_c(flow_worker: WorkerProcess, client: JobClient) -> None:
     # When the pivot of example C is previewed, the union was a UNION (the editor's union_all: false)
     result = preview(client, EXAMPLES["C"], "p")
     assert result["columns"] == ["region", "Q1", "Q2"]
     assert plain(result["rows"]) == [("north", 101, 103), ("south", 105, None)]
 
 
-def test_example_d(worker: WorkerProcess, client: JobClient) -> None:
+def test_example_d(flow_worker: WorkerProcess, client: JobClient) -> None:
     # When the unpivot and the first output of example D are previewed
     long = preview(client, EXAMPLES["D"], "up")
     wide = preview(client, EXAMPLES["D"], "o1")
@@ -97,7 +81,7 @@ def test_example_d(worker: WorkerProcess, client: JobClient) -> None:
     assert plain(wide["rows"]) == [(1, 10, 11, "a"), (2, 20, 21, "b")]
 
 
-def test_example_e(worker: WorkerProcess, client: JobClient) -> None:
+def test_example_e(flow_worker: WorkerProcess, client: JobClient) -> None:
     # When the editor's own graph is previewed: sides by handle, FULL OUTER, rename, drop_nulls, UNPIVOT
     result = preview(client, EXAMPLES["E"], "p")
     expected = ["id", "customer_id", "amount", "status", "updated_at", "id_1", "customer_name", "month", "amount_1"]
@@ -112,7 +96,7 @@ def test_example_e(worker: WorkerProcess, client: JobClient) -> None:
 @pytest.mark.parametrize(
     ("join_type", "count"), [("INNER", 4), ("LEFT", 6), ("RIGHT", 5), ("FULL OUTER", 7), ("CROSS", 24)]
 )
-def test_join_variants(worker: WorkerProcess, client: JobClient, join_type: str, count: int) -> None:
+def test_join_variants(flow_worker: WorkerProcess, client: JobClient, join_type: str, count: int) -> None:
     graph = graph_of(
         source("o", "orders"),
         source("c", "customers"),
@@ -130,7 +114,7 @@ def test_join_variants(worker: WorkerProcess, client: JobClient, join_type: str,
 
 @pytest.mark.parametrize(("data", "count"), [({}, 8), ({"union_all": True}, 8), ({"union_all": False}, 6),
                                              ({"distinct": True}, 6)])  # fmt: skip
-def test_union_variants(worker: WorkerProcess, client: JobClient, data: dict[str, Any], count: int) -> None:
+def test_union_variants(flow_worker: WorkerProcess, client: JobClient, data: dict[str, Any], count: int) -> None:
     graph = graph_of(
         source("a", "sales_2023"),
         source("b", "sales_2024"),
@@ -157,7 +141,7 @@ def test_union_variants(worker: WorkerProcess, client: JobClient, data: dict[str
     ],
 )  # fmt: skip
 def test_pivot_variants(
-    worker: WorkerProcess, client: JobClient, data: dict[str, Any], columns: list[str], rows: Any
+    flow_worker: WorkerProcess, client: JobClient, data: dict[str, Any], columns: list[str], rows: Any
 ) -> None:
     graph = graph_of(source("s", "sales_2023"), {"id": "p", "type": "pivot", "data": data}, edges=[edge("s", "p")])
     result = preview(client, graph, "p")
@@ -183,14 +167,14 @@ def test_pivot_variants(
     ],
 )  # fmt: skip
 def test_node_types(
-    worker: WorkerProcess, client: JobClient, node: dict[str, Any], columns: list[str], count: int
+    flow_worker: WorkerProcess, client: JobClient, node: dict[str, Any], columns: list[str], count: int
 ) -> None:
     graph = graph_of(source("o", "orders"), {"id": "n", **node}, edges=[edge("o", "n")])
     result = preview(client, graph, "n")
     assert (result["columns"], result["row_count"]) == (columns, count)
 
 
-def test_input_filter_escapes_values_and_sample_limit(worker: WorkerProcess, client: JobClient) -> None:
+def test_input_filter_escapes_values_and_sample_limit(flow_worker: WorkerProcess, client: JobClient) -> None:
     graph = graph_of(
         source("o", "orders", sample_limit=2, filter_rows=[{"col": "status", "op": "!=", "val": "it's"}]),
         edges=[],
@@ -201,7 +185,7 @@ def test_input_filter_escapes_values_and_sample_limit(worker: WorkerProcess, cli
 # --- the result -----------------------------------------------------------------------------------------------
 
 
-def test_the_result_shape_profile_and_json_safe_cells(worker: WorkerProcess, client: JobClient) -> None:
+def test_the_result_shape_profile_and_json_safe_cells(flow_worker: WorkerProcess, client: JobClient) -> None:
     # When a table with NaN, json and an array is previewed with profiling
     result = preview(client, graph_of(source("m", "measures"), edges=[]), "m", profile=True)
     # Then the shape is the spec's (4.3), with DuckDB's type names, and NaN is null
@@ -212,7 +196,7 @@ def test_the_result_shape_profile_and_json_safe_cells(worker: WorkerProcess, cli
     assert isinstance(result["elapsed_ms"], int)
 
 
-def test_the_limit_caps_the_answer_too(worker: WorkerProcess, client: JobClient) -> None:
+def test_the_limit_caps_the_answer_too(flow_worker: WorkerProcess, client: JobClient) -> None:
     # Given a union of two inputs, each sampled to the limit
     graph = graph_of(source("a", "orders"), source("b", "orders"), {"id": "u", "type": "union", "data": {}},
                      edges=[edge("a", "u"), edge("b", "u")])  # fmt: skip
@@ -239,7 +223,7 @@ def test_the_limit_caps_the_answer_too(worker: WorkerProcess, client: JobClient)
     ],
 )  # fmt: skip
 def test_errors_are_failures_with_the_reason(
-    worker: WorkerProcess, client: JobClient, graph: dict[str, Any], node_id: str, message: str
+    flow_worker: WorkerProcess, client: JobClient, graph: dict[str, Any], node_id: str, message: str
 ) -> None:
     with pytest.raises(ValueError, match=message):
         preview(client, graph, node_id)
@@ -258,7 +242,7 @@ def test_errors_are_failures_with_the_reason(
     ],
 )
 def test_hostile_sql_is_refused_or_stopped_and_the_worker_goes_on(
-    worker: WorkerProcess, client: JobClient, sql: str, message: str
+    flow_worker: WorkerProcess, client: JobClient, sql: str, message: str
 ) -> None:
     # Given a SQL node reading a file, another table, or building a memory bomb
     graph = graph_of(source("o", "orders"), {"id": "s", "type": "sql", "data": {"sql_expression": sql}},
@@ -268,10 +252,10 @@ def test_hostile_sql_is_refused_or_stopped_and_the_worker_goes_on(
         preview(client, graph, "s")
     # And the worker still previews
     assert preview(client, graph_of(source("o", "orders"), edges=[]), "o")["row_count"] == 6
-    assert worker.proc.poll() is None
+    assert flow_worker.proc.poll() is None
 
 
-def test_the_celery_ingress_reaches_the_preview(worker: WorkerProcess, celery_app: Celery) -> None:
+def test_the_celery_ingress_reaches_the_preview(flow_worker: WorkerProcess, celery_app: Celery) -> None:
     # When the backend's send_task sends the preview with four positional arguments (profiling defaults to on)
     sent = celery_app.send_task("worker.flow_task.preview", args=[1, "a", EXAMPLES["C"], 2], queue="preview")
     result = sent.get(timeout=60)
@@ -284,10 +268,10 @@ def test_the_celery_ingress_reaches_the_preview(worker: WorkerProcess, celery_ap
 
 @pytest.fixture(scope="module")
 def service(
-    worker: WorkerProcess, dbs: FlowDatabases, tmp_path_factory: pytest.TempPathFactory
+    flow_worker: WorkerProcess, flow_dbs: FlowDatabases, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServiceProcess]:
     logs = tmp_path_factory.mktemp("flow-schema")
-    svc = start_service(worker_env(DATABASE_URL=dbs.config_url), logs / "service.log")
+    svc = start_service(worker_env(DATABASE_URL=flow_dbs.config_url), logs / "service.log")
     yield svc
     svc.stop()
 
