@@ -11,10 +11,10 @@ COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compos
 PROCESSES ?= 2
 THREADS ?= 4
 
-.PHONY: help install services demo worker serve test lint format typecheck docs bench chaos up down image-test clean
+.PHONY: help install services demo worker serve test lint format typecheck docs bench chaos chaos-cluster up down image-test clean
 
 help: ## list the commands
-	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-13s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 $(VENV)/.installed: pyproject.toml uv.lock
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
@@ -58,6 +58,9 @@ bench: install services ## latency, throughput, memory and serialiser benchmarks
 
 chaos: install services ## kill workers and restart Redis under load; print lost/duplicated/recovery figures
 	$(PY) bench/chaos.py
+
+chaos-cluster: install services ## as root, minutes: hosts in network namespaces, Sentinel failover, partition, host kill
+	$(PY) bench/chaos_cluster.py
 
 up: ## docker compose (v2 or Debian's 1.29): redis, postgres (seeded), worker, ops service, prometheus
 	$(COMPOSE) up -d --build

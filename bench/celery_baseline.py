@@ -17,6 +17,7 @@ import base64
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import re
 import threading
@@ -44,6 +45,7 @@ _cipher = Cipher(os.environ["CREDENTIAL_ENCRYPTION_KEY"])
 _slots = threading.Semaphore(4)
 _configs: dict[tuple[int, int], tuple[float, Any]] = {}
 _configs_lock = threading.Lock()
+_log = logging.getLogger("celery_baseline")
 _FORBIDDEN = re.compile(r"\b(INSERT|UPDATE|DELETE|DROP|ALTER|TRUNCATE|CREATE|GRANT|REVOKE|EXEC|EXECUTE|CALL|INTO|"
                         r"MERGE|REPLACE|COPY|EXPORT)\b", re.IGNORECASE)  # fmt: skip
 
@@ -84,18 +86,26 @@ def _cell(value: Any) -> Any:
 @app.task(name="worker.preview.execute", bind=True)
 def execute(self: Any, sql: str | None, source_id: int, destination_id: int, table_name: str,
             filter_sql: str | None = None, include_profiling: bool = False) -> dict[str, Any]:  # fmt: skip
+    clock = _Clock()
     self.update_state(state="PROGRESS", meta={"status": "executing", "table_name": table_name})
+    clock.mark("progress")
     if sql and _FORBIDDEN.search(sql):
         return {"columns": [], "column_types": [], "data": [], "error": "forbidden"}
     text = f"sql:{sql or ''}|source:{source_id}|dest:{destination_id}|table:{table_name}|filter:{filter_sql or ''}"
     key = "preview:" + hashlib.sha256(text.encode()).hexdigest()
     cached = _cache.get(key)
     if cached:
-        return json.loads(cached)  # type: ignore[no-any-return]
+        answer = json.loads(cached)
+        clock.mark("cache")
+        _log.info("task %s stages [%s]", self.request.id, clock)
+        return answer  # type: ignore[no-any-return]
+    clock.mark("cache")
     source, dest = _configs_for(source_id, destination_id)
     password = _cipher.decrypt(source[5]) if source[5] else ""
     dconf = dest[1] if isinstance(dest[1], dict) else json.loads(dest[1])
+    clock.mark("catalog")
     with _slots:
+        clock.mark("slot")
         con = duckdb.connect(":memory:")
         try:
             con.execute("SET memory_limit='2GB'")
@@ -108,16 +118,38 @@ def execute(self: Any, sql: str | None, source_id: int, destination_id: int, tab
             )
             with contextlib.suppress(duckdb.Error):  # the destination attach is best effort
                 con.execute(f"ATTACH '{dest_uri}' AS pg_{dest[0]} (TYPE postgres, READ_ONLY)")
+            clock.mark("session")
             table = re.sub(r"[^A-Za-z0-9_]", "_", table_name)
             query = f"SELECT * FROM pg_src_{source[0]}.{table}{_where(filter_sql)} LIMIT 500"
+            if sql:  # the user's SELECT over the filtered table, as the worker's CTE rewrite ran it
+                query = f"WITH {table} AS ({query}) SELECT * FROM ({sql}) AS result_sql LIMIT 500"
             reader = con.execute(query).fetch_record_batch(1024)
             columns = reader.schema.names
             types = ["number" if any(t in str(f.type).lower() for t in ("int", "float", "decimal", "double"))
                      else "date" if any(t in str(f.type).lower() for t in ("date", "time")) else "text"
                      for f in reader.schema]  # fmt: skip
             data = [{c: _cell(v) for c, v in row.items()} for batch in reader for row in batch.to_pylist()]
+            clock.mark("duckdb+serialise")
         finally:
             con.close()
     result = {"columns": columns, "column_types": types, "data": data, "error": None}
     _cache.setex(key, 300, json.dumps(result, default=str))
+    clock.mark("cache_put")
+    _log.info("task %s stages [%s]", self.request.id, clock)
     return result
+
+
+class _Clock:
+    """Milliseconds per stage, each from the end of the one before (parsed by ``bench/bench_stages.py``)."""
+
+    def __init__(self) -> None:
+        self.took: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def mark(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.took[stage] = round((now - self._last) * 1000, 3)
+        self._last = now
+
+    def __str__(self) -> str:
+        return " ".join(f"{stage}={ms:g}" for stage, ms in self.took.items())

@@ -26,28 +26,15 @@ from rosetta_jobs.crypto import Cipher
 ROOT = Path(__file__).resolve().parent.parent
 REDIS = os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379")
 PG_ADMIN = os.environ.get("BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
-KEY = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
 SOURCE_DB, CONFIG_DB = "rosetta_bench_source", "rosetta_bench_config"
 sys.path.insert(0, str(ROOT / "tests" / "support"))
 from redis_slots import claim  # noqa: E402
 
+from tables import EVENTS, KEY  # noqa: E402  (KEY: the benchmarks read it from here)
+
 _host, _port = REDIS.removeprefix("redis://").rsplit(":", 1)
 _slots = claim(_host, int(_port), count=2)
 BROKER_DB, RESULTS_DB, CACHE_DB, CELERY_BROKER_DB, CELERY_RESULTS_DB = (*_slots[0], *_slots[1][:2])
-
-EVENTS = """
-CREATE TABLE public.events (
-    id bigint PRIMARY KEY, user_id int, kind text, amount numeric(12,2), ratio double precision, ok boolean,
-    created_at timestamptz, day date, label text, payload jsonb, code uuid, note text
-);
-INSERT INTO public.events
-SELECT g, g % 5000, (ARRAY['click','view','buy','refund'])[1 + g % 4], round((g * 7.31)::numeric % 10000, 2),
-       g / 7.0, g % 3 = 0, timestamptz '2026-01-01 00:00+00' + g * interval '13 seconds',
-       date '2020-01-01' + (g % 2000), 'label-' || (g % 997),
-       jsonb_build_object('n', g, 'tags', jsonb_build_array('a', g % 10)),
-       md5(g::text)::uuid, repeat('x', g % 40)
-FROM generate_series(1, %s) g;
-"""
 
 
 def url(db: int) -> str:
@@ -146,30 +133,44 @@ def dramatiq_worker(env: dict[str, str], name: str = "worker", processes: int | 
 
 
 class RssSampler:
-    """Peak resident memory of a process tree, sampled every 50 ms from /proc."""
+    """Peak memory of a process tree, sampled every 50 ms from /proc: summed RSS, and summed PSS.
+
+    RSS counts a page in every process that maps it: the DuckDB and Arrow libraries of each executor
+    process are counted once per executor. PSS (proportional set size) splits a shared page between the
+    processes that share it, so the sum is what the tree really holds. A single process has the same both.
+    """
 
     def __init__(self, process: Process) -> None:
         self.process = process
         self.peak_total = 0
         self.peak_single = 0
+        self.peak_pss = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
+
+    @staticmethod
+    def _read(pid: int) -> tuple[int, int]:
+        rss = pss = 0
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Rss:"):
+                rss = int(line.split()[1]) * 1024
+            elif line.startswith("Pss:"):
+                pss = int(line.split()[1]) * 1024
+        return rss, pss
 
     def _run(self) -> None:
         while not self._stop.wait(0.05):
             sizes = []
             for pid in self.process.pids():
                 try:
-                    status = Path(f"/proc/{pid}/status").read_text()
-                except OSError:
+                    sizes.append(self._read(pid))
+                except (OSError, ValueError):
                     continue
-                line = next((ln for ln in status.splitlines() if ln.startswith("VmRSS:")), None)
-                if line:
-                    sizes.append(int(line.split()[1]) * 1024)
             if sizes:
-                self.peak_total = max(self.peak_total, sum(sizes))
-                self.peak_single = max(self.peak_single, max(sizes))
+                self.peak_total = max(self.peak_total, sum(rss for rss, _ in sizes))
+                self.peak_single = max(self.peak_single, max(rss for rss, _ in sizes))
+                self.peak_pss = max(self.peak_pss, sum(pss for _, pss in sizes))
 
     def stop(self) -> None:
         self._stop.set()

@@ -26,6 +26,7 @@ import redis
 from celery import Celery
 from celery.result import AsyncResult as CeleryResult
 
+import bench_stages
 import common  # bench/ is on sys.path when run as `python bench/run.py`
 from rosetta_jobs.client import JobClient
 from rosetta_jobs.layout import META_PREFIX
@@ -38,14 +39,17 @@ def _filter(offset: int) -> str:
     return json.dumps({"version": 2, "groups": [{"conditions": [{"column": "id", "operator": ">", "value": offset}]}]})
 
 
-def latencies(submit: Callable[[], str], wait: Wait, count: int) -> list[float]:
+def latencies(
+    submit: Callable[[], str], wait: Wait, count: int, rows: int | None = 500, gap: float = 0.0
+) -> list[float]:
     values = []
     for _ in range(count):
+        time.sleep(gap)
         started = time.perf_counter()
         result = wait(submit())
         values.append(time.perf_counter() - started)
         assert result.get("error") is None, result
-        assert len(result["data"]) == 500
+        assert rows is None or len(result["data"]) == rows
     return values
 
 
@@ -58,28 +62,81 @@ def throughput(submit: Callable[[int], str], wait: Wait, count: int) -> float:
     return count / (time.perf_counter() - started)
 
 
-def measure(name: str, submit_filter: Callable[[str | None], str], wait: Wait, args: argparse.Namespace,
-            process: common.Process) -> dict[str, object]:  # fmt: skip
-    """Run the three phases against one runner; distinct filters make every distinct preview a miss."""
+Send = Callable[[str, str | None, str | None], None]
+
+#: The small custom-SQL preview whose cache hits are timed too: four rows of a GROUP BY.
+SMALL_SQL = "SELECT kind, count(*) AS n FROM events GROUP BY kind ORDER BY kind"
+
+
+def measure(name: str, send: Send, wait: Wait, args: argparse.Namespace, process: common.Process,
+            results_db: int) -> dict[str, object]:  # fmt: skip
+    """Run the phases against one runner; distinct filters make every distinct preview a miss.
+
+    ``send(task_id, filter_sql, sql)`` sends one preview of ``events``.
+    """
+
+    def submit(flt: str | None, sql: str | None = None) -> str:
+        task_id = str(uuid.uuid4())
+        send(task_id, flt, sql)
+        return task_id
+
     sampler = common.RssSampler(process)
     for i in range(5):  # warm-up: sessions, caches, imports
-        wait(submit_filter(_filter(10_000_000 + i)))
+        wait(submit(_filter(10_000 + i)))
     distinct = iter(range(args.previews * 10))
-    cold = latencies(lambda: submit_filter(_filter(next(distinct) * 500)), wait, args.previews)
-    wait(submit_filter(None))
-    hits = latencies(lambda: submit_filter(None), wait, args.previews)
-    rate = throughput(lambda i: submit_filter(_filter(100_000 + i * 17)), wait, args.burst)
+    cold_started = time.monotonic()
+    cold = latencies(lambda: submit(_filter(next(distinct) * 500)), wait, args.previews, gap=DISTINCT_GAP)
+    cold_seconds = time.monotonic() - cold_started
+    wait(submit(None))
+    hits = latencies(lambda: submit(None), wait, args.previews)
+    wait(submit(None, SMALL_SQL))
+    hits_sql = latencies(lambda: submit(None, SMALL_SQL), wait, args.previews, rows=None)
+    rate = throughput(lambda i: submit(_filter(100_000 + i * 17)), wait, args.burst)
     idle = []
     for i in range(args.idle_previews):  # a user's first preview after a quiet spell
         time.sleep(args.idle_seconds)
-        idle += latencies(lambda i=i: submit_filter(_filter(150_000 + i * 500)), wait, 1)
+        idle += latencies(lambda i=i: submit(_filter(150_000 + i * 500)), wait, 1)
     sampler.stop()
-    print(f"{name:13} distinct  {common.summary(cold)}")
+    results = redis.Redis.from_url(common.url(results_db))
+    stage_send = lambda task_id, flt: send(task_id, flt, None)  # noqa: E731
+    fresh_stages = bench_stages.measure(stage_send, wait, results, process.log, lambda i: _filter(120_000 + i * 300),
+                                        args.stage_previews)  # fmt: skip
+    hit_stages = bench_stages.measure(stage_send, wait, results, process.log, lambda i: None, args.stage_previews)
+    results.close()
+    print(f"{name:13} distinct  {common.summary(cold)}   p99/p50 {_tail(cold):.2f}  ({cold_seconds:.1f} s)")
     print(f"{name:13} cache hit {common.summary(hits)}")
+    print(f"{name:13} cache hit, small custom SQL {common.summary(hits_sql)}")
     print(f"{name:13} after {args.idle_seconds:g} s idle {common.summary(idle)}")
-    print(f"{name:13} burst of {args.burst}: {rate:6.1f} previews/s; peak RSS {sampler.peak_total / 2**20:6.0f} MiB "
-          f"(largest process {sampler.peak_single / 2**20:.0f} MiB)")  # fmt: skip
-    return {"cold": cold, "hits": hits, "idle": idle, "rate": rate, "rss": sampler.peak_total}
+    print(f"{name:13} burst of {args.burst}: {rate:6.1f} previews/s; {_memory(sampler)}")
+    return {"cold": cold, "hits": hits, "hits_sql": hits_sql, "idle": idle, "rate": rate, "rss": sampler.peak_total,
+            "pss": sampler.peak_pss, "fresh_stages": fresh_stages, "hit_stages": hit_stages}  # fmt: skip
+
+
+def _memory(sampler: common.RssSampler) -> str:
+    return (f"peak RSS {sampler.peak_total / 2**20:6.0f} MiB (largest process {sampler.peak_single / 2**20:.0f} MiB), "
+            f"peak PSS {sampler.peak_pss / 2**20:6.0f} MiB")  # fmt: skip
+
+
+def _tail(values: list[float]) -> float:
+    return common.percentile(values, 99) / common.percentile(values, 50)
+
+
+def burst_only(name: str, send: Send, wait: Wait, args: argparse.Namespace,
+               process: common.Process) -> dict[str, float]:  # fmt: skip
+    """Throughput and peak memory of a burst alone (a worker started with other flags)."""
+
+    def submit(i: int) -> str:
+        task_id = str(uuid.uuid4())
+        send(task_id, _filter(100_000 + i * 17), None)
+        return task_id
+
+    for i in range(5):
+        wait(submit(-1000 - i))
+    sampler = common.RssSampler(process)
+    rate = throughput(submit, wait, args.burst)
+    sampler.stop()
+    print(f"{name:13} burst of {args.burst}: {rate:6.1f} previews/s; {_memory(sampler)}")
+    return {"rate": rate, "rss": float(sampler.peak_total), "pss": float(sampler.peak_pss)}
 
 
 def pickups(send: Callable[[str], None], results_db: int, count: int, rng: random.Random) -> list[float]:
@@ -135,39 +192,57 @@ def celery_producer(broker_db: int, results_db: int) -> Celery:
     return app
 
 
+#: Sessions are refreshed this often in the bench's worker (default 60 s), so that the distinct phase crosses
+#: refreshes and its tail shows what they cost.
+SESSION_MAX_AGE = 10.0
+#: Seconds between two distinct previews: the phase lasts longer than SESSION_MAX_AGE and crosses refreshes.
+DISTINCT_GAP = 0.05
+#: The documented low-memory flags (``docs/benchmarks.md``): one worker process with two executors.
+LEAN_FLAGS = {"processes": 1, "env": {"DUCKDB_MAX_CONCURRENT": "2"}}
+
+
 def run_ours(args: argparse.Namespace, config_url: str, source_id: int, destination_id: int) -> dict[str, object]:
-    process = common.dramatiq_worker({"DATABASE_URL": config_url}, name="bench-worker")
-    client = JobClient(broker_url=common.url(common.BROKER_DB), result_backend_url=common.url(common.RESULTS_DB))
+    env = {"DATABASE_URL": config_url, "PREVIEW_SESSION_MAX_AGE": str(SESSION_MAX_AGE)}
+    process = common.dramatiq_worker(env, name="bench-worker")
+    # Configured as a backend's JobClient.from_settings() is: with the workers' REDIS_URL, it answers cache hits.
+    client = JobClient(broker_url=common.url(common.BROKER_DB), result_backend_url=common.url(common.RESULTS_DB),
+                       preview_cache_url=common.url(common.CACHE_DB))  # fmt: skip
     app = celery_producer(common.BROKER_DB, common.RESULTS_DB)
     preview = "worker.preview.execute"
-    try:
-        figures = measure(
-            "rosetta-jobs",
-            lambda flt: client.submit_preview(None, source_id, destination_id, "events", flt),
-            lambda task_id: client.result(task_id).get(timeout=120),
-            args,
-            process,
-        )
 
-        def native(task_id: str, flt: str | None) -> None:
-            args_ = (None, source_id, destination_id, "events", flt, False)
-            client.send(preview, args_, queue_name="preview", task_id=task_id)
+    def send(task_id: str, flt: str | None, sql: str | None = None) -> None:
+        client.send(preview, (sql, source_id, destination_id, "events", flt, False), queue_name="preview",
+                    task_id=task_id)  # fmt: skip
+
+    def wait(task_id: str) -> dict:
+        return client.result(task_id).get(timeout=120)  # type: ignore[no-any-return]
+
+    try:
+        figures = measure("rosetta-jobs", send, wait, args, process, common.RESULTS_DB)
 
         def send_task(task_id: str, flt: str | None) -> None:
             app.send_task(preview, args=[None, source_id, destination_id, "events", flt], queue="preview",
                           task_id=task_id)  # fmt: skip
 
         if args.pickups:
-            figures["native"] = pickup_phase("rosetta-jobs native", native,
-                                             lambda task_id: client.result(task_id).get(timeout=120),
-                                             common.RESULTS_DB, args, 160_000)  # fmt: skip
+            figures["native"] = pickup_phase("rosetta-jobs native", lambda t, f: send(t, f), wait, common.RESULTS_DB,
+                                             args, 160_000)  # fmt: skip
             figures["celery_protocol"] = pickup_phase("rosetta-jobs send_task", send_task,
                                                       lambda task_id: CeleryResult(task_id, app=app).get(timeout=120),
                                                       common.RESULTS_DB, args, 170_000)  # fmt: skip
-        return figures
     finally:
         process.stop()
         app.close()
+    if args.lean:
+        common.flush()
+        lean = common.dramatiq_worker(
+            {**env, **LEAN_FLAGS["env"]}, name="bench-worker-lean", processes=int(LEAN_FLAGS["processes"])
+        )  # type: ignore[call-overload]
+        try:
+            figures["lean"] = burst_only("rosetta-jobs -p 1, DUCKDB_MAX_CONCURRENT=2", send, wait, args, lean)
+        finally:
+            lean.stop()
+    return figures
 
 
 def run_celery(args: argparse.Namespace, config_url: str, source_id: int, destination_id: int) -> dict[str, object]:
@@ -179,26 +254,18 @@ def run_celery(args: argparse.Namespace, config_url: str, source_id: int, destin
                    "--without-mingle", "--without-heartbeat"]  # fmt: skip
     process = common.Process(celery_args, env, "bench-celery", " ready.")
     app = Celery("backend", broker=env["CELERY_BROKER_URL"], backend=env["CELERY_RESULT_BACKEND"])
+
+    def send(task_id: str, flt: str | None, sql: str | None = None) -> None:
+        app.send_task("worker.preview.execute", args=[sql, source_id, destination_id, "events", flt],
+                      queue="preview", task_id=task_id)  # fmt: skip
+
+    def wait(task_id: str) -> dict:
+        return CeleryResult(task_id, app=app).get(timeout=120)  # type: ignore[no-any-return]
+
     try:
-        figures = measure(
-            "celery (old)",
-            lambda flt: (
-                app.send_task(
-                    "worker.preview.execute", args=[None, source_id, destination_id, "events", flt], queue="preview"
-                ).id
-            ),
-            lambda task_id: CeleryResult(task_id, app=app).get(timeout=120),
-            args,
-            process,
-        )
-
-        def send_task(task_id: str, flt: str | None) -> None:
-            app.send_task("worker.preview.execute", args=[None, source_id, destination_id, "events", flt],
-                          queue="preview", task_id=task_id)  # fmt: skip
-
+        figures = measure("celery (old)", send, wait, args, process, common.CELERY_RESULTS_DB)
         if args.pickups:
-            figures["celery_worker"] = pickup_phase("celery (old) send_task", send_task,
-                                                    lambda task_id: CeleryResult(task_id, app=app).get(timeout=120),
+            figures["celery_worker"] = pickup_phase("celery (old) send_task", lambda t, f: send(t, f), wait,
                                                     common.CELERY_RESULTS_DB, args, 180_000)  # fmt: skip
         return figures
     finally:
@@ -221,9 +288,29 @@ def ratios(old: dict[str, object], ours: dict[str, object]) -> None:
     print(f"  distinct p50 {p(old, 'cold', 50) / p(ours, 'cold', 50):5.2f}x   "
           f"p99 {p(old, 'cold', 99) / p(ours, 'cold', 99):5.2f}x   "
           f"cache hit p50 {p(old, 'hits', 50) / p(ours, 'hits', 50):5.2f}x   "
+          f"small custom SQL hit p50 {p(old, 'hits_sql', 50) / p(ours, 'hits_sql', 50):5.2f}x   "
           f"after idle p50 {p(old, 'idle', 50) / p(ours, 'idle', 50):5.2f}x")  # fmt: skip
     print(f"  throughput {number(ours, 'rate') / number(old, 'rate'):5.2f}x   "
-          f"peak RSS {number(old, 'rss') / number(ours, 'rss'):5.2f}x")  # fmt: skip
+          f"peak RSS {number(old, 'rss') / number(ours, 'rss'):5.2f}x   "
+          f"peak PSS {number(old, 'pss') / number(ours, 'pss'):5.2f}x")  # fmt: skip
+    lean = ours.get("lean")
+    if isinstance(lean, dict):
+        print(
+            f"  with -p 1, DUCKDB_MAX_CONCURRENT=2: throughput {lean['rate'] / number(old, 'rate'):5.2f}x   "
+            f"peak RSS {number(old, 'rss') / lean['rss']:5.2f}x   peak PSS {number(old, 'pss') / lean['pss']:5.2f}x"
+        )
+    print("targets (issue 17), this run:")
+    checks = [
+        ("fresh p50 <= 12 ms", p(ours, "cold", 50) * 1000, p(ours, "cold", 50) <= 0.012),
+        ("fresh p99 <= 2.5 x p50", _tail(ours["cold"]), _tail(ours["cold"]) <= 2.5),  # type: ignore[arg-type]
+        ("cache hit p50 <= 3 ms", p(ours, "hits", 50) * 1000, p(ours, "hits", 50) <= 0.003),
+        ("small custom-SQL hit p50 <= 3 ms", p(ours, "hits_sql", 50) * 1000, p(ours, "hits_sql", 50) <= 0.003),
+        ("burst >= 20 x baseline", number(ours, "rate") / number(old, "rate"),
+         number(ours, "rate") / number(old, "rate") >= 20),
+        ("peak RSS <= baseline's", number(ours, "rss") / number(old, "rss"), number(ours, "rss") <= number(old, "rss")),
+    ]  # fmt: skip
+    for label, value, met in checks:
+        print(f"  {label:34} {value:8.2f}   {'met' if met else 'NOT met'}")
 
 
 def pickup_summary(ours: dict[str, object], old: dict[str, object] | None) -> None:
@@ -251,6 +338,8 @@ def main() -> int:
     parser.add_argument("--reseed", action="store_true")
     parser.add_argument("--skip-celery", action="store_true")
     parser.add_argument("--pickups", type=int, default=20, help="idle pickups per path (0: skip the phase)")
+    parser.add_argument("--stage-previews", type=int, default=30, help="previews per stage breakdown")
+    parser.add_argument("--no-lean", dest="lean", action="store_false", help="skip the burst with the lean flags")
     args = parser.parse_args()
 
     _, config_url, source_id, destination_id = common.seed(args.rows, reseed=args.reseed)
@@ -263,6 +352,11 @@ def main() -> int:
             common.flush()
             old = run_celery(args, config_url, source_id, destination_id)
             ratios(old, ours)
+        print()
+        for key, title in (("fresh_stages", "one fresh preview"), ("hit_stages", "one cache hit")):
+            theirs = old.get(key) if old else None
+            bench_stages.print_side_by_side(title, ours[key], theirs if isinstance(theirs, dict) else None)  # type: ignore[arg-type]
+        print()
         pickup_summary(ours, old)
     finally:
         common.flush()

@@ -1,10 +1,12 @@
-"""The preview cache key: every field that changes the answer, encoded so that no two requests share a key."""
+"""The preview cache: a key of every field that changes the answer, and hits handed on as the bytes stored."""
 
 from __future__ import annotations
 
 import pytest
+import redis
 
-from rosetta_jobs.preview.cache import cache_key
+from rosetta_jobs import codec
+from rosetta_jobs.preview.cache import PreviewCache, cache_key
 from rosetta_jobs.preview.request import PreviewRequest
 
 
@@ -47,3 +49,26 @@ def test_the_key_is_stable_and_in_the_cache_namespace() -> None:
     first, second = cache_key(request(sql="SELECT 1")), cache_key(request(sql="SELECT 1", max_sql_bytes=5))
     # Then the key is the same, a sha256 under preview:
     assert first == second and first.startswith("preview:") and len(first) == len("preview:") + 64
+
+
+def test_a_hit_comes_back_as_the_stored_bytes(results_redis: redis.Redis) -> None:
+    # Given a result cached as its executor encoded it
+    cache, key = PreviewCache(results_redis, ttl=60), request(table_name="hit")
+    stored = codec.dumps({"columns": ["id"], "column_types": ["number"], "data": [{"id": 1}], "error": None})
+    cache.put(key, stored)
+    # When the same request looks it up
+    hit = cache.get(key)
+    # Then it gets those bytes, spliced as they are into a state, and the same value when read
+    assert isinstance(hit, codec.Raw) and hit.data == stored
+    assert codec.loads(codec.dumps({"result": hit})) == {"result": codec.loads(stored)}
+    assert hit["data"] == [{"id": 1}]
+    results_redis.delete(cache_key(key))
+
+
+def test_an_entry_that_is_not_a_json_object_is_a_miss(results_redis: redis.Redis) -> None:
+    # Given a cache entry no worker wrote
+    cache, key = PreviewCache(results_redis, ttl=60), request(table_name="garbage")
+    results_redis.set(cache_key(key), b"not json")
+    # When the request looks it up, Then it runs instead of splicing the entry into its state
+    assert cache.get(key) is None
+    results_redis.delete(cache_key(key))

@@ -96,6 +96,21 @@ def test_a_preview_sent_with_positional_args_reaches_success(
     assert broker.llen("preview") == 0
 
 
+def test_a_cached_preview_sent_again_is_answered_at_the_door(
+    worker: WorkerProcess, producer: Celery, databases: PreviewDatabases, store: TaskStore
+) -> None:
+    # Given a preview the worker ran (and cached)
+    args = ["SELECT status FROM orders ORDER BY status", databases.source_id, databases.destination_id, "orders", None]
+    first = producer.send_task("worker.preview.execute", args=args, queue="preview")
+    answer = first.get(timeout=30)
+    # When the backend sends it again
+    again = producer.send_task("worker.preview.execute", args=args, queue="preview")
+    # Then the ingress answers it from the cache: the same result, written by the door, not by an actor
+    assert again.get(timeout=10) == answer and answer["error"] is None
+    assert (store.get(first.id) or {})["worker"].startswith("rosetta@")
+    assert (store.get(again.id) or {})["worker"].startswith("rosetta-door@")
+
+
 def test_a_job_sent_with_kwargs_only_reaches_success(worker: WorkerProcess, producer: Celery) -> None:
     # When a job is sent with keyword arguments only, as the backend sends the linked task
     sent = producer.send_task("worker.test.echo", kwargs={"message": "hi", "steps": 1}, queue="default")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -134,3 +135,50 @@ def test_process_timezone_without_tz_follows_localtime(
     # Then it is the link's zone name relative to zoneinfo, or UTC when there is no name to read
     assert zone == expected
     assert process_timezone(localtime=tmp_path / "missing") == "UTC"
+
+
+# -- refresh ahead of expiry -------------------------------------------------------------------------------------
+
+
+def test_a_source_in_use_gets_its_next_session_in_the_background(events_source: SourceConfig) -> None:
+    # Given a pool whose sessions live 1.5 s, warmed by a callback, and a source previewed now and then
+    warmed: list[Session] = []
+
+    def warm(session: Session) -> None:
+        session.run("SELECT * FROM pg_src_tz_source.public.events", timeout=5)
+        warmed.append(session)
+
+    pool = SessionPool(memory_limit=256 * 2**20, threads=1, slots=2, max_age=1.5, warm=warm)
+    try:
+        with pool.session(events_source, wait=5) as first:
+            first.run("SELECT * FROM pg_src_tz_source.public.events", timeout=5)
+        born = first.created
+        # When the source is used again across the first session's expiry
+        seen = []
+        for _ in range(8):
+            time.sleep(0.3)
+            with pool.session(events_source, wait=5) as session:
+                session.run("SELECT * FROM pg_src_tz_source.public.events", timeout=5)
+                seen.append((session, session.created))
+        # Then newer sessions took over, each opened and warmed off the request path (none opened by a preview)
+        replacements = {session for session, created in seen if created > born}
+        assert replacements, "no session was replaced"
+        assert replacements <= set(warmed)
+    finally:
+        pool.close()
+
+
+def test_a_source_nobody_uses_is_not_refreshed(events_source: SourceConfig) -> None:
+    # Given a pool whose sessions live 1 s and a source used once
+    warmed: list[Session] = []
+    pool = SessionPool(memory_limit=256 * 2**20, threads=1, slots=2, max_age=1.0, warm=warmed.append)
+    try:
+        with pool.session(events_source, wait=5):
+            pass
+        # When nobody uses it for twice its age
+        time.sleep(2.2)
+        # Then at most the one refresh due while it was still in use ran, and nothing is kept idle
+        assert len(warmed) <= 1
+        assert pool._idle == []
+    finally:
+        pool.close()

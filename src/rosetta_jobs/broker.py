@@ -1,5 +1,8 @@
 """The producer's broker: Dramatiq's ``RedisBroker`` whose enqueue also wakes idle consumers.
 
+Its Redis client comes from ``connection.redis_client`` (a ``sentinel://`` URL gives a client that follows
+a failover). With ``replica_wait``, an enqueue returns once that many replicas hold the message.
+
 This is all a backend needs to enqueue (``client.JobClient``): it carries no middleware and imports
 nothing of the worker's side. The worker's broker, with its consumer and middleware, is built in
 ``rosetta_jobs.stack``.
@@ -11,9 +14,11 @@ from typing import Any
 
 import redis
 from dramatiq.brokers.redis import RedisBroker
+from dramatiq.common import q_name
 from loguru import logger
 
-from .layout import Keys
+from .connection import DEFAULT_SENTINEL, ReplicaWait, SentinelOptions, redis_client
+from .layout import DramatiqKeys, Keys
 
 __all__ = ["WAKE_TOKENS", "RosettaBroker"]
 
@@ -25,20 +30,63 @@ WAKE_TOKENS = 64
 class RosettaBroker(RedisBroker):
     """Enqueue as Dramatiq does, then push a wake-up token for the queue's idle consumers."""
 
-    def __init__(self, **options: Any) -> None:
-        """``RedisBroker``'s keyword options (``url``, ``namespace``, ``middleware``, redis client options)."""
+    def __init__(
+        self,
+        *,
+        url: str | None = None,
+        sentinel: SentinelOptions = DEFAULT_SENTINEL,
+        replica_wait: ReplicaWait | None = None,
+        **options: Any,
+    ) -> None:
+        """``RedisBroker``'s keyword options (``namespace``, ``middleware``, ``client``, ...); ``url`` (any form
+        ``connection`` reads, ``sentinel://`` too) gives the process's shared client of that URL."""
+        if url is not None and options.get("client") is None:
+            options["client"] = redis_client(url, sentinel=sentinel)
+        #: ``WAIT`` after each enqueue (``REDIS_WAIT_REPLICAS``), so that a failover cannot lose the message.
+        self.replica_wait = replica_wait
         # RedisBroker.__init__ is unannotated.
         super().__init__(**options)  # type: ignore[no-untyped-call]
 
     def enqueue(self, message: Any, *, delay: int | None = None) -> Any:
+        """Enqueue, push a wake-up token, and WAIT for the replicas if asked.
+
+        WAIT counts the writes of its own connection; the token is pushed on the WAIT's connection after
+        the message was stored, and a replica applies writes in order, so a replica that holds the token
+        holds the message, as long as both went to the same master. The same pipeline checks that the
+        message is there: if a failover fell between the enqueue and the WAIT, the message went to the old
+        master and is gone, and it is enqueued once more (a job that ran and ended meanwhile would only be
+        skipped: its final state is written before its message leaves). A delayed message gets a token too
+        when WAIT is on (an idle consumer then looks once and sleeps again).
+        """
         enqueued = super().enqueue(message, delay=delay)
-        if delay is None:
-            key = Keys(self.namespace).wake(message.queue_name)
-            pipe = self.client.pipeline(transaction=False)
-            pipe.lpush(key, 1)
-            pipe.ltrim(key, 0, WAKE_TOKENS - 1)
-            try:
-                pipe.execute()
-            except redis.RedisError as exc:  # the job is queued; idle workers still find it by polling
-                logger.warning("could not wake the consumers of {}: {}", message.queue_name, exc)
+        if not self._after_enqueue(enqueued, delay):
+            logger.warning("task {}: its message vanished in a Redis failover as it was enqueued; enqueuing it again",
+                           message.message_id)  # fmt: skip
+            enqueued = super().enqueue(message, delay=delay)
+            self._after_enqueue(enqueued, delay)
         return enqueued
+
+    def _after_enqueue(self, enqueued: Any, delay: int | None) -> bool:
+        """The wake-up token and the WAIT; ``False`` only when the master that answered lacks the message."""
+        wait = self.replica_wait
+        waiting = wait is not None and wait.active
+        if delay is not None and not waiting:
+            return True
+        key = Keys(self.namespace).wake(q_name(enqueued.queue_name))
+        pipe = self.client.pipeline(transaction=False)
+        pipe.lpush(key, 1)
+        pipe.ltrim(key, 0, WAKE_TOKENS - 1)
+        if waiting:
+            pipe.hexists(
+                DramatiqKeys(self.namespace).messages(enqueued.queue_name), enqueued.options["redis_message_id"]
+            )
+        waited = wait.add(pipe) if wait is not None and waiting else False
+        try:
+            answers = pipe.execute()
+        except redis.RedisError as exc:  # the job is queued; idle workers still find it by polling
+            logger.warning("could not wake the consumers of {}{}: {}", enqueued.queue_name,
+                           " nor wait for a replica" if waiting else "", exc)  # fmt: skip
+            return True
+        if waited and wait is not None:
+            wait.check(answers[-1])
+        return bool(answers[2]) if waiting else True

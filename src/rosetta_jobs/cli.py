@@ -56,15 +56,16 @@ def _check(args: argparse.Namespace) -> int:
 
     import redis
 
+    from .connection import redis_client
     from .redact import redact
-    from .store import redis_client
     from .workers import read_workers
 
     settings = get_settings()
     hostname = args.hostname or socket.gethostname()
     max_age = args.max_age if args.max_age is not None else settings.heartbeat_ttl
     try:
-        workers = read_workers(redis_client(settings.result_backend_url), settings.broker_namespace)
+        results = redis_client(settings.result_backend_url, sentinel=settings.sentinel)
+        workers = read_workers(results, settings.broker_namespace)
     except redis.RedisError as exc:
         where = redact(settings.result_backend_url)
         print(f"unhealthy: cannot read heartbeats at {where}: {redact(str(exc))}", file=sys.stderr)

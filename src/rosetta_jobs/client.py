@@ -21,12 +21,16 @@ from dramatiq import Message
 from . import codec
 from .broker import RosettaBroker
 from .config import Settings, get_settings
+from .connection import DEFAULT_SENTINEL, SentinelOptions, replica_wait_for
 from .contracts import PREVIEW, QUEUES, JobContract
+from .door import Door
 from .errors import BrokerUnavailable, TaskFailed, TaskTimeout, UnknownQueue
 from .limits import UserLimits
+from .preview.cache import PreviewCache
 from .redact import redact
 from .states import FAILURE, FINAL_STATES, PENDING, SUCCESS, exception_message, status_dict
 from .store import HISTORY_MAX, HISTORY_MAX_AGE, TaskStore
+from .subscriptions import subscriptions
 
 __all__ = ["AsyncResult", "JobClient"]
 
@@ -44,14 +48,36 @@ class JobClient:
         max_active_per_user: int = 10,
         history_max: int = HISTORY_MAX,
         history_max_age: int = HISTORY_MAX_AGE,
+        sentinel: SentinelOptions = DEFAULT_SENTINEL,
+        wait_replicas: int | None = None,
+        wait_timeout_ms: int = 500,
+        preview_cache_url: str | None = None,
+        preview_cache_ttl: int = 300,
+        preview_row_limit: int = 500,
+        hash_sql: bool = True,
     ) -> None:
+        """``sentinel``, ``wait_replicas``, ``wait_timeout_ms``: ``SENTINEL_*`` and ``REDIS_WAIT_*`` (``config``).
+
+        With ``preview_cache_url`` (the workers' ``REDIS_URL``; ``preview_row_limit`` and ``hash_sql`` as theirs:
+        ``PREVIEW_ROW_LIMIT``, ``TASK_META_SQL``), a preview whose answer is cached is answered here (``door``).
+        """
         self.broker_url = broker_url
-        self.broker = RosettaBroker(url=broker_url, namespace=namespace, middleware=[], socket_connect_timeout=5)
+        enqueue_wait = replica_wait_for(broker_url, replicas=wait_replicas, timeout_ms=wait_timeout_ms,
+                                        what="enqueued messages")  # fmt: skip
+        final_wait = replica_wait_for(result_backend_url, replicas=wait_replicas, timeout_ms=wait_timeout_ms,
+                                      what="final task states")  # fmt: skip
+        self.broker = RosettaBroker(url=broker_url, sentinel=sentinel, replica_wait=enqueue_wait, namespace=namespace,
+                                    middleware=[])  # fmt: skip
         self.store = TaskStore.from_url(result_backend_url, expires=result_expires, namespace=namespace,
-                                        history_max=history_max, history_max_age=history_max_age)  # fmt: skip
+                                        history_max=history_max, history_max_age=history_max_age, sentinel=sentinel,
+                                        replica_wait=final_wait)  # fmt: skip
         self.limits = UserLimits(
             store=self.store, broker_client=self.broker.client, namespace=namespace, max_active=max_active_per_user
         )
+        self.door: Door | None = None
+        if preview_cache_url and preview_cache_ttl > 0:
+            cache = PreviewCache.from_url(preview_cache_url, ttl=preview_cache_ttl, sentinel=sentinel)
+            self.door = Door(cache=cache, store=self.store, row_limit=preview_row_limit, hash_sql=hash_sql)
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> JobClient:
@@ -64,6 +90,13 @@ class JobClient:
             max_active_per_user=settings.max_active_per_user,
             history_max=settings.task_history_max,
             history_max_age=settings.task_history_max_age,
+            sentinel=settings.sentinel,
+            wait_replicas=settings.redis_wait_replicas,
+            wait_timeout_ms=settings.redis_wait_timeout_ms,
+            preview_cache_url=settings.redis_url,
+            preview_cache_ttl=settings.preview_cache_ttl,
+            preview_row_limit=settings.preview_row_limit,
+            hash_sql=settings.task_meta_sql == "hash",
         )
 
     def send(
@@ -103,6 +136,12 @@ class JobClient:
             message_id=task_id or str(uuid.uuid4()),
         )
         json.dumps(message.asdict(), allow_nan=False)  # a clear error here, not a dead message later
+        if (
+            self.door is not None
+            and actor_name == PREVIEW.name
+            and self.door.answer(message.message_id, message.args, message.kwargs, queue=queue_name, user=user_id)
+        ):
+            return message.message_id  # answered from the preview cache: nothing to enqueue
         if user_id is not None:
             self.limits.reserve(user_id, message.message_id)
         try:
@@ -226,23 +265,20 @@ class AsyncResult:
 
     def _wait(self, timeout: float | None) -> dict[str, Any]:
         deadline = None if timeout is None else time.monotonic() + timeout
-        pubsub = self.store.client.pubsub(ignore_subscribe_messages=True)
-        try:
-            pubsub.subscribe(self.store.key(self.task_id))
+        with subscriptions(self.store.client).channel(self.store.key(self.task_id)) as channel:
             meta = self._load()  # read after subscribing, so no write can fall in between
             while meta.get("status") not in FINAL_STATES:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     raise TaskTimeout(f"task {self.task_id} is still {meta.get('status')} after {timeout} s")
-                event = pubsub.get_message(timeout=min(remaining or 5.0, 5.0))
-                if event is not None:
-                    meta = codec.loads(event["data"])
-                elif remaining is None or remaining > 5.0:
+                data = channel.get(timeout=min(remaining or 5.0, 5.0))
+                if data is not None:
+                    meta = codec.loads(data)
+                elif channel.lost or remaining is None or remaining > 5.0:
+                    channel.lost = False
                     meta = self._load()  # a periodic re-read guards against a lost subscription
-            self._meta = meta
-            return meta
-        finally:
-            pubsub.close()
+        self._meta = meta
+        return meta
 
     def __repr__(self) -> str:
         return f"<AsyncResult: {self.task_id}>"
@@ -262,7 +298,7 @@ def _exception(encoded: Any) -> BaseException:
 
 
 def _default_store() -> TaskStore:
-    """The settings' result backend; its Redis client is shared per URL (``store.redis_client``)."""
+    """The settings' result backend; its Redis client is shared per URL (``connection.redis_client``)."""
     settings = get_settings()
     return TaskStore.from_url(
         settings.result_backend_url,
@@ -270,4 +306,5 @@ def _default_store() -> TaskStore:
         namespace=settings.broker_namespace,
         history_max=settings.task_history_max,
         history_max_age=settings.task_history_max_age,
+        sentinel=settings.sentinel,
     )

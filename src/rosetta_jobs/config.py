@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .connection import ReplicaWait, SentinelOptions, replica_wait_for, validate_redis_url
 from .errors import ConfigError
 
 __all__ = ["Settings", "get_settings", "load_settings", "parse_size"]
@@ -85,6 +86,38 @@ class Settings(BaseSettings):
         validation_alias=_env("BROKER_NAMESPACE"),
         description="Key prefix of the broker's queues in Redis.",
     )
+    # --- Redis Sentinel and replicated writes (issue 18: rosetta_jobs/connection.py) --------------------
+    sentinel_master_name: str = Field(
+        "mymaster",
+        min_length=1,
+        validation_alias=_env("SENTINEL_MASTER_NAME"),
+        description="Name of the master the Sentinels of a sentinel:// URL monitor (Celery's master_name "
+        "transport option); the same for every sentinel:// URL of the deployment.",
+    )
+    sentinel_password: str | None = Field(
+        None,
+        validation_alias=_env("SENTINEL_PASSWORD"),
+        description="The Sentinels' own password (their requirepass; Celery's sentinel_kwargs={'password': ...}). "
+        "The Redis master's password goes in the URL, as with Celery: sentinel://:password@host:26379.",
+    )
+    redis_wait_replicas: int | None = Field(
+        None,
+        ge=0,
+        le=16,
+        validation_alias=_env("REDIS_WAIT_REPLICAS"),
+        description="Replicas that must hold a final task state and an enqueued message before the write "
+        "counts as done (Redis WAIT), so that a failover cannot lose it. Unset: 1 for a sentinel:// URL, 0 "
+        "otherwise. A shortfall is logged, never an error (docs/operations.md, HA with Redis Sentinel).",
+    )
+    redis_wait_timeout_ms: int = Field(
+        500,
+        ge=1,
+        le=60_000,
+        validation_alias=_env("REDIS_WAIT_TIMEOUT_MS"),
+        description="Milliseconds a write waits for REDIS_WAIT_REPLICAS replicas; past it the write stands, "
+        "a warning is logged, and writes do not wait for 30 s.",
+    )
+    # --- end of Redis Sentinel -----------------------------------------------------------------------
 
     # Config database and credentials
     database_url: str = Field(
@@ -127,13 +160,23 @@ class Settings(BaseSettings):
         validation_alias=_env("DUCKDB_MEMORY_LIMIT"),
         description="memory_limit of each DuckDB session.",
     )
-    duckdb_threads: int = Field(2, ge=1, le=16, validation_alias=_env("DUCKDB_THREADS"))
+    duckdb_threads: int = Field(1, ge=1, le=16, validation_alias=_env("DUCKDB_THREADS"))
+    preview_session_max_age: float = Field(
+        60.0,
+        ge=1.0,
+        le=3600.0,
+        validation_alias=_env("PREVIEW_SESSION_MAX_AGE"),
+        description="Seconds a DuckDB session attached to a source serves previews: a change of the source's "
+        "tables shows within this time. A source in use gets its next session opened in the background.",
+    )
     duckdb_max_concurrent: int = Field(
-        4,
+        2,
         ge=1,
         le=16,
         validation_alias=_env("DUCKDB_MAX_CONCURRENT"),
-        description="DuckDB sessions running at once in one worker process.",
+        description="Previews running at once in one worker process (each in an executor process of its own, "
+        "~130 MB): with the default one worker process per CPU, two per CPU. The Celery worker's 4 were for all of "
+        "its one process.",
     )
     worker_memory_budget: str = Field(
         "4GB",
@@ -371,9 +414,7 @@ class Settings(BaseSettings):
     @field_validator("broker_url", "result_backend_url", "redis_url")
     @classmethod
     def _redis_scheme(cls, value: str) -> str:
-        if not value.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError(f"{value!r} is not a Redis URL; write it like redis://localhost:6379/1")
-        return value
+        return validate_redis_url(value)
 
     @field_validator("database_url")
     @classmethod
@@ -440,6 +481,16 @@ class Settings(BaseSettings):
         if self.retry_max_backoff_ms < self.retry_min_backoff_ms:
             raise ValueError("RETRY_MAX_BACKOFF_MS must be at least RETRY_MIN_BACKOFF_MS")
         return self
+
+    @property
+    def sentinel(self) -> SentinelOptions:
+        """``SENTINEL_MASTER_NAME`` and ``SENTINEL_PASSWORD``, for every client of a ``sentinel://`` URL."""
+        return SentinelOptions(master_name=self.sentinel_master_name, password=self.sentinel_password)
+
+    def replica_wait(self, url: str, *, what: str) -> ReplicaWait | None:
+        """The WAIT after the writes on ``url`` that must outlive a failover (``REDIS_WAIT_REPLICAS``)."""
+        return replica_wait_for(url, replicas=self.redis_wait_replicas, timeout_ms=self.redis_wait_timeout_ms,
+                                what=what)  # fmt: skip
 
     @property
     def backend_extra_job_names(self) -> tuple[str, ...]:

@@ -47,7 +47,9 @@ _DESCRIPTIONS = {
     "preview_cache_ttl": "Seconds a successful preview result is cached in REDIS_URL; 0 turns the cache off.",
     "arrow_batch_size": "Accepted so that the Celery worker's .env loads; not used: a preview is fetched as one "
     "Arrow table, capped by PREVIEW_ROW_LIMIT.",
-    "duckdb_threads": "Threads of one DuckDB session (DuckDB's SET threads).",
+    "duckdb_threads": "Threads of one DuckDB session (DuckDB's SET threads). A preview reads at most "
+    "PREVIEW_ROW_LIMIT rows of its table, and a second thread doubled its CPU and slowed it (docs/benchmarks.md); "
+    "raise it for flows over big tables.",
     "max_retries": "Retries of a job that failed on the infrastructure (TransientError); user errors never retry.",
     "retry_min_backoff_ms": "Milliseconds before the first retry; doubles on each retry, with jitter.",
     "retry_max_backoff_ms": "Milliseconds between two retries at most.",
@@ -62,9 +64,9 @@ _DESCRIPTIONS = {
 
 #: What the field validators of ``Settings`` accept, for the fields whose rule is code, not metadata.
 _FORMATS = {
-    "broker_url": "`redis://`, `rediss://` or `unix://` URL",
-    "result_backend_url": "`redis://`, `rediss://` or `unix://` URL",
-    "redis_url": "`redis://`, `rediss://` or `unix://` URL",
+    "broker_url": "`redis://`, `rediss://`, `unix://` or `sentinel://` URL",
+    "result_backend_url": "`redis://`, `rediss://`, `unix://` or `sentinel://` URL",
+    "redis_url": "`redis://`, `rediss://`, `unix://` or `sentinel://` URL",
     "database_url": "`postgresql://` URL; `postgres://` and SQLAlchemy's `postgresql+driver://` are accepted",
     "duckdb_memory_limit": "a size: `512MB`, `2GB`, `1.5GiB`",
     "worker_memory_budget": "a size: `512MB`, `2GB`, `1.5GiB`",

@@ -7,6 +7,11 @@
   milliseconds, and an idle worker sends no more commands than before.
 - **Undecodable payloads are dead-lettered**, not raised: stock Dramatiq restarts the consumer and
   meets the same payload again after the next requeue, forever (dramatiq#375).
+- **Cut off from Redis, it fetches nothing** while the process's lease is lost (``rosetta_jobs.lease``), and
+  each message carries the time its fetch went out (``FETCHED_AT``), so that ``Fence`` can tell a message
+  fetched before a loss. A message whose job was abandoned (``GIVE_BACK``: the lease was lost, or the
+  process stops) is neither acknowledged nor dead-lettered: it goes back to the head of its queue if it is
+  still this process's, and is left alone if ``Recovery`` already requeued it.
 """
 
 from __future__ import annotations
@@ -23,7 +28,8 @@ from dramatiq.errors import ConnectionClosed, DecodeError
 from dramatiq.message import Message
 from loguru import logger
 
-from .layout import DramatiqKeys, Keys
+from .layout import DramatiqKeys, Keys, script
+from .lease import FETCHED_AT, GIVE_BACK, Lease
 
 __all__ = ["Consumer"]
 
@@ -35,6 +41,8 @@ class Consumer(_RedisConsumer):
         super().__init__(broker, queue_name, prefetch, timeout)  # type: ignore[no-untyped-call]
         # Delayed queues are promoted by their own consumer's clock: nothing to wake them for.
         self.wake = None if queue_name.endswith(".DQ") else Keys(broker.namespace).wake(queue_name)
+        self.lease: Lease | None = getattr(broker, "lease", None)
+        self.fetch_sent = 0.0
 
     def __next__(self) -> Any:
         try:
@@ -44,8 +52,9 @@ class Consumer(_RedisConsumer):
                     if message is not None:
                         return message
                     continue
-                if self.outstanding_message_count < self.prefetch:
+                if self.outstanding_message_count < self.prefetch and not (self.lease and self.lease.lost):
                     wanted = self.prefetch - self.outstanding_message_count
+                    self.fetch_sent = self.lease.clock() if self.lease else time.monotonic()
                     self.message_cache = self.broker.do_fetch(self.queue_name, wanted)
                     if self.message_cache:
                         continue
@@ -67,11 +76,30 @@ class Consumer(_RedisConsumer):
             self._dead_letter(data)
             return None
         self.queued_message_ids.add(message.message_id)
-        return MessageProxy(message)
+        proxy = MessageProxy(message)
+        setattr(proxy, FETCHED_AT, self.fetch_sent)
+        return proxy
+
+    def ack(self, message: MessageProxy) -> None:
+        if not getattr(message, GIVE_BACK, False):
+            super().ack(message)  # type: ignore[no-untyped-call]
+            return
+        keys = DramatiqKeys(self.broker.namespace)
+        give_back = script(self.broker.client, "give_back")
+        try:
+            acks = keys.acks(self.broker.broker_id, self.queue_name)
+            given = give_back(keys=[acks, keys.queue(self.queue_name), keys.messages(self.queue_name)],
+                              args=[message.options["redis_message_id"]])  # fmt: skip
+        except redis.ConnectionError as exc:
+            raise ConnectionClosed(exc) from None
+        finally:
+            self.queued_message_ids.discard(message.message_id)
+        outcome = "given back to its queue" if given else "already requeued by another process; left alone"
+        logger.info("task {}: abandoned here, {}", message.message_id, outcome)
 
     def _idle(self, seconds: float) -> None:
         """Sleep ``seconds``, or less if a job is enqueued meanwhile and this consumer could take it."""
-        if self.wake is None or self.outstanding_message_count >= self.prefetch:
+        if self.wake is None or self.outstanding_message_count >= self.prefetch or (self.lease and self.lease.lost):
             time.sleep(seconds)
         elif self.broker.waiter.blpop([self.wake], timeout=max(seconds, 0.01)) is not None:
             self.misses = 0

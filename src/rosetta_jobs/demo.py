@@ -27,12 +27,12 @@ import psycopg
 from .catalog import config_schema_sql
 from .client import JobClient
 from .config import Settings, get_settings
+from .connection import redis_client
 from .crypto import Cipher
 from .errors import ConfigError
 from .layout import OPS_PREFIX
 from .redact import redact
 from .states import FINAL_STATES
-from .store import redis_client
 
 __all__ = ["DEMO_PREFIX", "DemoDatabases", "run_demo", "seed"]
 
@@ -144,7 +144,7 @@ def _forget_namespace(settings: Settings, namespace: str) -> None:
     patterns = [(settings.broker_url, f"{namespace}:*"), (settings.broker_url, f"{OPS_PREFIX}:{namespace}:*"),
                 (settings.result_backend_url, f"{OPS_PREFIX}:{namespace}:*")]  # fmt: skip
     for url, pattern in patterns:
-        client = redis_client(url)
+        client = redis_client(url, sentinel=settings.sentinel)
         keys = list(client.scan_iter(match=pattern, count=500))
         if keys:
             client.delete(*keys)

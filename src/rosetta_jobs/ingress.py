@@ -69,8 +69,11 @@ from . import contracts
 from .broker import WAKE_TOKENS
 from .celery_wire import CeleryTask, MalformedMessage, decode_task, reroute
 from .config import Settings
+from .connection import own_pool
+from .door import Door
 from .job import RunningJobs
 from .layout import DramatiqKeys, Keys, KombuKeys, script
+from .preview.cache import PreviewCache
 from .states import FAILURE, REVOKED, build_meta, celery_exception, revoked_exception
 from .store import TaskStore
 
@@ -120,8 +123,11 @@ class CeleryIngress(Middleware):
         batch: int = 100,
         heartbeat_timeout_ms: int = 15_000,
         hostname: str | None = None,
+        door: Door | None = None,
     ) -> None:
         self.store = store
+        #: Answers a cached preview here, as the native client does (``door``): it never reaches a queue.
+        self.door = door
         self.namespace = namespace
         self.queues = tuple(queues)
         self.fallback_queue = fallback_queue
@@ -242,6 +248,9 @@ class CeleryIngress(Middleware):
         if task.expires is not None:
             options["celery_expires"] = int(task.expires.timestamp() * 1000)
         delay = int((task.eta.timestamp() - now) * 1000) if task.eta is not None else 0
+        cached = contract is contracts.PREVIEW and delay <= 0 and self.door is not None
+        if cached and self.door is not None and self.door.answer(task.id, args, kwargs, queue=actor.queue_name):
+            return _Step(raw, "drop", task.id)  # answered from the preview cache: its SUCCESS is stored
         queue_name = actor.queue_name
         if delay > 0:
             options["eta"] = int(now * 1000) + delay
@@ -322,8 +331,7 @@ class _Mover:
         self.lists = ingress.kombu.queues(queue)
         self.take = script(broker.client, "celery_take")
         # Its own connection: a blocking wait holds one.
-        kwargs = broker.client.connection_pool.connection_kwargs
-        self.waiter = redis.Redis(connection_pool=redis.ConnectionPool(**kwargs))
+        self.waiter = own_pool(broker.client)
 
     def run(self) -> None:
         stopping, retry = self.ingress._stopping, False
@@ -360,6 +368,13 @@ def celery_middleware(settings: Settings, *, store: TaskStore, jobs: RunningJobs
 
     middleware: list[Middleware] = []
     if settings.celery_ingress:
+        door = None
+        if settings.preview_cache_ttl > 0:
+            cache = PreviewCache.from_url(
+                settings.redis_url, ttl=settings.preview_cache_ttl, sentinel=settings.sentinel
+            )
+            door = Door(cache=cache, store=store, row_limit=settings.preview_row_limit,
+                        hash_sql=settings.task_meta_sql == "hash")  # fmt: skip
         middleware.append(
             CeleryIngress(
                 store=store,
@@ -368,6 +383,7 @@ def celery_middleware(settings: Settings, *, store: TaskStore, jobs: RunningJobs
                 fallback_queue=settings.celery_fallback_queue,
                 batch=settings.celery_ingress_batch,
                 heartbeat_timeout_ms=settings.heartbeat_timeout_ms,
+                door=door,
             )
         )
     if settings.celery_control:

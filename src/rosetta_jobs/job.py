@@ -115,6 +115,11 @@ class Job:
     def cancelled(self) -> bool:
         return self._stopped_by is JobCancelled
 
+    @property
+    def in_actor(self) -> bool:
+        """Whether the actor's function is running (not yet begun, or its state being written: ``False``)."""
+        return self._armed
+
     def remaining(self) -> float | None:
         """Seconds left before the time limit, or ``None`` without one."""
         return None if self.deadline is None else max(self.deadline - time.monotonic(), 0.0)
@@ -219,6 +224,7 @@ class Job:
         with self._lock:
             self._armed = True
         try:
+            self.check()  # stopped before it began (its process lost its lease meanwhile): it does not begin
             return fn(*args, **kwargs)
         except BaseException:
             # After a stop, whatever the work raises (DuckDB's InterruptException, a killed subprocess's

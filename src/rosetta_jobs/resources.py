@@ -39,7 +39,8 @@ def cache() -> redis.Redis:
     global _cache
     with _lock:
         if _cache is None:
-            from .store import redis_client
+            from .connection import redis_client
 
-            _cache = redis_client(get_settings().redis_url)
+            settings = get_settings()
+            _cache = redis_client(settings.redis_url, sentinel=settings.sentinel)
         return _cache

@@ -3,9 +3,9 @@
 - Errors of the user's SQL or of the configuration are terminal: they come back as the preview's
   ``error`` (a SUCCESS) or as FAILURE, and are never retried.
 - Infrastructure errors (``TransientError``: the config database unreachable, the source dropping the
-  connection mid-query) are retried with exponential backoff (``RETRY_MIN_BACKOFF_MS`` doubling up to
-  ``RETRY_MAX_BACKOFF_MS``, with jitter) up to ``MAX_RETRIES`` times; the poller sees RETRY, then
-  STARTED again, then the final state.
+  connection mid-query; and Redis unreachable or failing over, ``REDIS_OUTAGES``) are retried with
+  exponential backoff (``RETRY_MIN_BACKOFF_MS`` doubling up to ``RETRY_MAX_BACKOFF_MS``, with jitter) up
+  to ``MAX_RETRIES`` times; the poller sees RETRY, then STARTED again, then the final state.
 - Interrupts (time limit, cancel, shutdown) are never retried as ordinary errors.
 
 An actor opts in with ``**retry_options()``; every other actor runs once (the broker's default). A job
@@ -19,19 +19,25 @@ from __future__ import annotations
 import functools
 from typing import Any
 
+import redis
 from dramatiq.middleware import Shutdown, TimeLimitExceeded
 
 from .config import get_settings
 from .errors import JobInterrupt, TransientError
 
-__all__ = ["retries_left", "retry_options", "should_retry"]
+__all__ = ["REDIS_OUTAGES", "retries_left", "retry_options", "should_retry"]
+
+#: Redis errors an actor's own Redis calls may meet while Redis restarts or fails over: a dropped or
+#: refused connection (``MasterNotFoundError`` while the Sentinels elect a master is one), a timeout, and
+#: ``READONLY`` from a demoted master. Infrastructure, so retried like ``TransientError``.
+REDIS_OUTAGES: tuple[type[Exception], ...] = (redis.ConnectionError, redis.TimeoutError, redis.ReadOnlyError)
 
 
 def should_retry(retries: int, exception: BaseException, *, limit: int | None = None) -> bool:
     """``retry_when`` for Dramatiq's ``Retries``: ``retries`` is the number of retries already made."""
     if isinstance(exception, JobInterrupt | Shutdown | TimeLimitExceeded):
         return False
-    return isinstance(exception, TransientError) and retries_left(retries, limit=limit) > 0
+    return isinstance(exception, (TransientError, *REDIS_OUTAGES)) and retries_left(retries, limit=limit) > 0
 
 
 def retries_left(retries: int, *, limit: int | None = None) -> int:

@@ -13,6 +13,7 @@ import traceback as tb
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from .contracts import CONTRACTS
 from .errors import JobTimedOut
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "exception_message",
     "revoked_exception",
     "status_dict",
+    "task_meta",
 ]
 
 PENDING = "PENDING"
@@ -93,6 +95,36 @@ def exception_message(result: Any) -> str:
 
 def format_traceback(exc: BaseException) -> str:
     return "".join(tb.format_exception(type(exc), exc, exc.__traceback__, limit=30))
+
+
+def task_meta(
+    task_id: str,
+    status: str,
+    result: Any = None,
+    *,
+    actor: str,
+    args: Sequence[Any],
+    kwargs: Mapping[str, Any],
+    worker: str | None,
+    queue: str | None,
+    hash_sql: bool,
+    **extra: Any,
+) -> dict[str, Any]:
+    """The meta of a job of ``actor`` as the worker writes it (``build_meta``).
+
+    With ``hash_sql`` (``TASK_META_SQL=hash``), the SQL arguments of a contract's job are replaced by their
+    digest and the SQL's SHA-256 is kept as ``sql_sha256``: the meta outlives the job.
+    """
+    digest: str | None = None
+    contract = CONTRACTS.get(actor) if hash_sql else None
+    if contract is not None and contract.sql_params:
+        digest = contract.sql_sha256(args, kwargs)
+        args, kwargs = contract.masked(args, kwargs)
+    meta = build_meta(task_id, status, result, name=actor, args=args, kwargs=kwargs, worker=worker, queue=queue,
+                      **extra)  # fmt: skip
+    if digest is not None:
+        meta["sql_sha256"] = digest
+    return meta
 
 
 def build_meta(

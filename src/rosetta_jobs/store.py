@@ -7,7 +7,6 @@ worker and a cancel arrive in.
 
 from __future__ import annotations
 
-import functools
 import time
 from collections.abc import Mapping
 from typing import Any, cast
@@ -16,6 +15,7 @@ import redis
 from loguru import logger
 
 from . import codec
+from .connection import DEFAULT_SENTINEL, ReplicaWait, SentinelOptions, redis_client
 from .errors import BrokerUnavailable, StateRefused
 from .history import history_entry
 from .layout import Keys, script
@@ -29,7 +29,6 @@ __all__ = [
     "MAX_STATE_BYTES",
     "SUBMITTED_TTL",
     "TaskStore",
-    "redis_client",
 ]
 
 #: How long a submitted task is known to ``cancel`` while it waits in a queue (Dramatiq's DLQ TTL).
@@ -46,12 +45,6 @@ HISTORY_MAX = 10_000
 HISTORY_MAX_AGE = 7 * 24 * 3600
 
 
-@functools.lru_cache(maxsize=32)
-def redis_client(url: str) -> redis.Redis:
-    """One client (and connection pool) per URL per process: clients are thread-safe and fork-aware."""
-    return redis.Redis.from_url(url, socket_connect_timeout=5, socket_keepalive=True)
-
-
 class TaskStore:
     """Read and write task meta. Thread-safe; one per process is enough."""
 
@@ -64,8 +57,11 @@ class TaskStore:
         namespace: str = "dramatiq",
         history_max: int = HISTORY_MAX,
         history_max_age: int = HISTORY_MAX_AGE,
+        replica_wait: ReplicaWait | None = None,
     ) -> None:
         self.client = client
+        #: ``WAIT`` after a final state (``REDIS_WAIT_REPLICAS``), so that a failover cannot lose it.
+        self.replica_wait = replica_wait
         self.expires = expires
         self.url = url
         self.keys = Keys(namespace)
@@ -84,9 +80,12 @@ class TaskStore:
         namespace: str = "dramatiq",
         history_max: int = HISTORY_MAX,
         history_max_age: int = HISTORY_MAX_AGE,
+        sentinel: SentinelOptions = DEFAULT_SENTINEL,
+        replica_wait: ReplicaWait | None = None,
     ) -> TaskStore:
-        return cls(redis_client(url), expires=expires, url=url, namespace=namespace, history_max=history_max,
-                   history_max_age=history_max_age)  # fmt: skip
+        """The store of ``url`` (``connection.redis_client``: one client per URL per process)."""
+        return cls(redis_client(url, sentinel=sentinel), expires=expires, url=url, namespace=namespace,
+                   history_max=history_max, history_max_age=history_max_age, replica_wait=replica_wait)  # fmt: skip
 
     key = staticmethod(Keys.meta)
 
@@ -115,6 +114,8 @@ class TaskStore:
 
         With ``wait``, an outage is retried for up to that many seconds, each retry logged: a worker must
         not acknowledge a job whose final state it could not store (Dramatiq retries its ack the same way).
+        A failover is an outage: the connection drops, or a demoted master answers READONLY, until the
+        client has found the new master. A final state is followed by ``WAIT`` (``replica_wait``).
         A refusal is not an outage and is never waited out: ``StateRefused`` at once for a state over
         ``MAX_STATE_BYTES`` or one whose connection Redis closed while still answering PING (too large for
         it), and after at most ``FULL_WAIT`` seconds of "OOM" answers.
@@ -126,17 +127,23 @@ class TaskStore:
                 f"the state of {task_id} is {len(payload):,} bytes; at most {MAX_STATE_BYTES:,} are stored"
             )
         history = self._history_args(meta, context)
+        keys, args = self._write_keys(task_id), [payload, self.expires, *history]
+        replica_wait = self.replica_wait if meta.get("status") in FINAL_STATES else None
         started = time.monotonic()
         deadline, full_deadline = started + wait, started + min(wait, FULL_WAIT)
         attempt = 0
         while True:
             attempt += 1
             try:
-                return bool(self._write(keys=self._write_keys(task_id), args=[payload, self.expires, *history]))
+                return self._run_write(keys, args, replica_wait)
             except redis.OutOfMemoryError as exc:
                 if time.monotonic() >= full_deadline:
                     raise StateRefused(f"Redis is out of memory ({exc}); gave up after {attempt} attempts") from None
                 logger.warning("cannot store the state of {}: Redis is full ({}); retry {}", task_id, exc, attempt)
+            except redis.ReadOnlyError as exc:  # a demoted master, until the client finds the new one
+                if time.monotonic() >= deadline:
+                    raise
+                logger.warning("cannot store the state of {} yet ({}); retry {}", task_id, exc, attempt)
             except redis.ResponseError as exc:
                 raise StateRefused(f"Redis refused the state of {task_id} ({len(payload):,} bytes): {exc}") from None
             except (redis.ConnectionError, redis.TimeoutError) as exc:
@@ -149,6 +156,25 @@ class TaskStore:
                     raise
                 logger.warning("cannot store the state of {} yet ({}); retry {}", task_id, exc, attempt)
             time.sleep(0.5)
+
+    def _run_write(self, keys: list[str], args: list[Any], replica_wait: ReplicaWait | None) -> bool:
+        """One ``task_write``; with ``replica_wait``, followed by WAIT on the same connection (a pipeline)."""
+        if replica_wait is None or not replica_wait.active:
+            return bool(self._write(keys=keys, args=args))
+        for attempt in (1, 2):
+            pipe = self.client.pipeline(transaction=False)
+            self._write(keys=keys, args=args, client=pipe)
+            waited = replica_wait.add(pipe)
+            try:
+                answers = pipe.execute()  # loads the script first (SCRIPT EXISTS, SCRIPT LOAD) if needed
+                break
+            except redis.exceptions.NoScriptError:
+                # The master changed between the load and the EVALSHA (a failover): load it on the new one.
+                if attempt == 2:
+                    raise
+        if waited:
+            replica_wait.check(answers[-1])
+        return bool(answers[0])
 
     def _write_keys(self, task_id: str) -> list[str]:
         return [self.key(task_id), self.keys.history(), self.keys.history_entries()]

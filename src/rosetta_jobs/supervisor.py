@@ -154,13 +154,13 @@ class Supervisor:
         import redis
 
         from .config import get_settings
+        from .connection import redis_client
         from .layout import Keys
-        from .store import redis_client
 
         try:
             settings = get_settings()
             keys, worker_id = Keys(settings.broker_namespace), f"{socket.gethostname()}:{pid}"
-            client = redis_client(settings.result_backend_url)
+            client = redis_client(settings.result_backend_url, sentinel=settings.sentinel)
             client.delete(keys.worker(worker_id))
             client.zrem(keys.workers(), worker_id)
         except (redis.RedisError, RosettaJobsError) as exc:

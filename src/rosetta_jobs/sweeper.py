@@ -5,6 +5,13 @@ neither removes is swept here: task state and cancel flags left without an expir
 entries of finished jobs (``limits.UserLimits``), dead letters older than ``DEAD_LETTER_TTL``,
 heartbeat entries of dead workers, and queue-depth samples beyond the dashboard's window.
 
+Every ``reconcile_interval`` seconds (a minute; well inside ``RESULT_EXPIRES``) the lease holder also
+*reconciles* (``reconcile``): a task a rosetta-jobs worker left STARTED whose message is nowhere (not
+queued, delayed or in flight) and that no live worker holds (no lease) can never end by itself; its
+final state was lost, which only a Redis failover that dropped unreplicated writes does
+(``docs/operations.md``, HA with Redis Sentinel). It is ended FAILURE ``WorkerLost`` saying so, through
+the same Lua write that never overwrites a final state, so the poller sees it end, and may submit again.
+
 One process sweeps, by a lease (``lua/sweeper_lease.lua``), not a lottery: each ops service ticks every
 ``min(interval, LEASE_SECONDS / 3)``, takes or renews the lease, and sweeps when it holds it and the last
 run (recorded in Redis, so a take-over does not sweep again at once) is ``interval`` old. A holder that
@@ -30,10 +37,20 @@ from loguru import logger
 
 from . import codec
 from .deployment import Deployment
+from .errors import WorkerLost
 from .layout import META_PREFIX, DramatiqKeys, Keys, script
-from .states import FINAL_STATES
+from .states import FAILURE, FINAL_STATES, STARTED, build_meta, encode_exception
 
-__all__ = ["KINDS", "LEASE_SECONDS", "SweepReport", "Sweeper", "read_sweeper", "run_sweeper"]
+__all__ = [
+    "KINDS",
+    "LEASE_SECONDS",
+    "RECONCILE_INTERVAL",
+    "STRANDED_AFTER",
+    "SweepReport",
+    "Sweeper",
+    "read_sweeper",
+    "run_sweeper",
+]
 
 #: What the sweeper removes, as ``rosetta_jobs_sweeper_removed_total{kind}`` names it.
 KINDS = ("task_state", "cancel_flags", "user_locations", "dead_letters", "dead_workers", "depth_samples")
@@ -42,6 +59,12 @@ LEASE_SECONDS = 60.0
 #: Seconds a per-user location hash is kept after the sweeper saw it (``limits``' own keep period).
 _USER_KEEP = 7 * 86400
 _BATCH = 500
+#: Seconds between two reconciliations (``Sweeper.reconcile``); a stranded STARTED must be seen before it expires.
+RECONCILE_INTERVAL = 60.0
+#: Seconds since its last write before a STARTED task with no message and no lease counts as stranded.
+STRANDED_AFTER = 60.0
+#: The ``worker`` of the task meta rosetta-jobs workers write (``TaskState``); a Celery worker's is ``celery@``.
+_OUR_WORKERS = "rosetta@"
 
 
 @dataclass(frozen=True)
@@ -63,6 +86,14 @@ def _batches(keys: Iterator[bytes]) -> Iterator[list[bytes]]:
             batch = []
     if batch:
         yield batch
+
+
+def _loads(raw: bytes | None) -> dict[str, Any] | None:
+    try:
+        doc = codec.loads(raw) if raw is not None else None
+    except ValueError:
+        return None
+    return doc if isinstance(doc, dict) else None
 
 
 def _done_before(meta: Any, cutoff: float) -> bool:
@@ -91,6 +122,8 @@ class Sweeper:
         depth_window: float,
         holder: str | None = None,
         lease: float = LEASE_SECONDS,
+        reconcile_interval: float = RECONCILE_INTERVAL,
+        stranded_after: float = STRANDED_AFTER,
     ) -> None:
         self.deployment = deployment
         self.results = deployment.results
@@ -103,12 +136,14 @@ class Sweeper:
         self.depth_window = depth_window
         self.holder = holder or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.lease = lease
+        self.reconcile_interval = reconcile_interval
+        self.stranded_after = stranded_after
         self._lease = script(self.results, "sweeper_lease")
 
     @property
     def tick_seconds(self) -> float:
         """How often to renew the lease and look whether a run is due."""
-        return min(self.interval, self.lease / 3)
+        return min(self.interval, self.lease / 3, self.reconcile_interval)
 
     def hold(self) -> bool:
         """Take or renew the lease; whether this process holds it now."""
@@ -124,10 +159,78 @@ class Sweeper:
         return last is None or (now or time.time()) - float(last) >= self.interval
 
     def tick(self) -> SweepReport | None:
-        """One tick: sweep if this process holds the lease and a run is due."""
-        if self.hold() and self.due():
-            return self.sweep()
-        return None
+        """One tick: sweep if this process holds the lease and a run is due; reconcile when that is due."""
+        if not self.hold():
+            return None
+        now = time.time()
+        last = cast("bytes | None", self.results.hget(self.keys.sweeper(), "last_reconcile_at"))
+        if last is None or now - float(last) >= self.reconcile_interval:
+            self.results.hset(self.keys.sweeper(), "last_reconcile_at", str(now))
+            self.reconcile(now)
+        return self.sweep() if self.due(now) else None
+
+    def reconcile(self, now: float | None = None) -> list[str]:
+        """End FAILURE each stranded task (the module's docstring); returns their ids.
+
+        The messages are listed first and the task states read after, so a job that ends meanwhile is
+        read final (its state is written before its message is acknowledged) and left alone.
+        """
+        now = now or time.time()
+        live = self._live_message_ids()
+        ended: list[str] = []
+        for batch in _batches(self.results.scan_iter(match=META_PREFIX + "*", count=_BATCH)):
+            pipe = self.results.pipeline(transaction=False)
+            for key in batch:
+                pipe.get(key)
+                pipe.ttl(key)
+            answers = pipe.execute()
+            for i in range(len(batch)):
+                raw, ttl = answers[2 * i], answers[2 * i + 1]
+                meta = _loads(raw)
+                if meta is None or meta.get("status") != STARTED:
+                    continue
+                task_id = str(meta.get("task_id") or batch[i].decode()[len(META_PREFIX) :])
+                age = self.result_expires - ttl if ttl >= 0 else self.stranded_after
+                if (
+                    task_id in live
+                    or age < self.stranded_after
+                    or not str(meta.get("worker") or "").startswith(_OUR_WORKERS)
+                    or self.results.exists(self.keys.lease(task_id))
+                ):
+                    continue
+                if self._end_stranded(task_id, meta):
+                    ended.append(task_id)
+        if ended:
+            self.results.hincrby(self.keys.sweeper(), "reconciled", len(ended))
+        return ended
+
+    def _live_message_ids(self) -> set[str]:
+        """The ids of every message queued, delayed or in flight (Dramatiq keeps each in ``<queue>.msgs``
+        until it is acknowledged); dead letters do not count: nothing runs them again."""
+        ids: set[str] = set()
+        suffix = DramatiqKeys.MESSAGES_SUFFIX
+        dead = ".XQ" + suffix
+        for key in self.broker.scan_iter(match=f"{self.queues.namespace}:*{suffix}", count=_BATCH):
+            if key.decode().endswith(dead):
+                continue
+            for _, payload in self.broker.hscan_iter(key, count=_BATCH):
+                message = _loads(payload)
+                if message is not None and isinstance(message.get("message_id"), str):
+                    ids.add(message["message_id"])
+        return ids
+
+    def _end_stranded(self, task_id: str, meta: dict[str, Any]) -> bool:
+        error = WorkerLost(
+            "the task was left STARTED with no message and no live worker: its final state was lost "
+            "(a Redis failover that dropped unreplicated writes); it is not run again, submit it again"
+        )
+        failure = build_meta(task_id, FAILURE, encode_exception(error), name=meta.get("name"), args=meta.get("args"),
+                             kwargs=meta.get("kwargs"), worker=meta.get("worker"), queue=meta.get("queue"))  # fmt: skip
+        written = self.deployment.store.write(failure, context={"actor": meta.get("name"), "queue": meta.get("queue")})
+        if written:
+            logger.warning("reconcile: task {} ({}) was stranded STARTED; ended FAILURE WorkerLost",
+                           task_id, meta.get("name"))  # fmt: skip
+        return written
 
     def sweep(self) -> SweepReport:
         """Run every kind of housekeeping once and record it."""

@@ -141,3 +141,14 @@ def log_lines(text: str) -> str:
     logger.info("loguru line: {}", text)
     logging.getLogger("some.library").warning("library line: %s", text)
     return text
+
+
+@job_actor(_contract("tests.hold_first", "key", "seconds"))
+def hold_first(key: str, seconds: float) -> dict[str, int]:
+    """A subprocess of ``seconds`` on its first delivery; delivered again (a crash, a partition), done at once."""
+    job = current_job()
+    assert job is not None
+    _started(key)
+    if job.deliveries == 1:
+        job.run_subprocess(["sleep", str(seconds)])
+    return {"pid": os.getpid(), "deliveries": job.deliveries}

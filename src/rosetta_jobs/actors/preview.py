@@ -12,11 +12,13 @@ from typing import TYPE_CHECKING, Any
 
 from loguru import logger
 
+from .. import codec
 from ..actor import job_actor
 from ..config import get_settings, parse_size
 from ..contracts import PREVIEW
 from ..job import Job, current_job
 from ..preview import PreviewRequest, error_result
+from ..preview.executor import Answer
 from ..redact import sql_digest
 
 if TYPE_CHECKING:
@@ -54,31 +56,33 @@ def execute(
 ) -> Any:
     """Preview ``table_name`` of source ``source_id``, optionally through the user's ``sql``."""
     job = current_job()
-    if job is not None:
-        job.progress({"status": "executing", "table_name": table_name})
     settings = get_settings()
-    request = PreviewRequest(
-        sql=sql,
-        source_id=int(source_id),
-        destination_id=int(destination_id),
-        table_name=str(table_name),
-        filter_sql=filter_sql,
-        include_profiling=bool(include_profiling),
-        row_limit=settings.preview_row_limit,
-        max_sql_bytes=parse_size(settings.preview_max_sql_bytes),
-    )
+    request = PreviewRequest.from_arguments(
+        sql, source_id, destination_id, table_name, filter_sql, include_profiling,
+        row_limit=settings.preview_row_limit, max_sql_bytes=parse_size(settings.preview_max_sql_bytes),
+    )  # fmt: skip
     started = time.monotonic()
-    result = runner().run(request, job=job)
-    _log(request, result, time.monotonic() - started)
+    stages: dict[str, float] = {}
+    result = runner().run(request, job=job, stages=stages)
+    _log(request, result, time.monotonic() - started, stages)
     return result
 
 
-def _log(request: PreviewRequest, result: Any, took: float) -> None:
-    """One INFO line per preview, the SQL as its digest only: it may hold data the user typed in."""
+def _log(request: PreviewRequest, result: Any, took: float, stages: dict[str, float]) -> None:
+    """One INFO line per preview, the SQL as its digest only: it may hold data the user typed in.
+
+    A result passed on as stored (``codec.Raw``) is not decoded to count its rows; ``stages`` says where
+    the time went (ms), ``cache`` alone for a hit.
+    """
     sql = f"sql sha256:{sql_digest(request.sql)}" if request.sql else "no sql"
     where = f"{request.table_name} of source {request.source_id} ({sql})"
-    if isinstance(result, dict) and result.get("error"):
-        logger.info("preview of {} answered an error to the user in {:.2f} s", where, took)
+    breakdown = " ".join(f"{stage}={ms:g}" for stage, ms in stages.items())
+    if isinstance(result, Answer):
+        logger.info("preview of {}: {} rows in {:.4f} s [{}]", where, result.rows, took, breakdown)
+    elif isinstance(result, codec.Raw):
+        logger.info("preview of {}: cached in {:.4f} s [{}]", where, took, breakdown)
+    elif isinstance(result, dict) and result.get("error"):
+        logger.info("preview of {} answered an error to the user in {:.4f} s [{}]", where, took, breakdown)
     else:
         rows = len(result.get("data") or []) if isinstance(result, dict) else 0
-        logger.info("preview of {}: {} rows in {:.2f} s", where, rows, took)
+        logger.info("preview of {}: {} rows in {:.4f} s [{}]", where, rows, took, breakdown)

@@ -13,6 +13,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from ..config import Settings
+from ..connection import async_redis_client
 from ..deployment import Deployment, Snapshot
 from ..workers import WorkerInfo
 
@@ -35,9 +36,7 @@ class Ops(Deployment):
     def async_results(self) -> aioredis.Redis:
         """An asyncio client of the result backend, for the SSE streams (created in the event loop)."""
         if self._async_results is None:
-            self._async_results = aioredis.Redis.from_url(
-                self.settings.result_backend_url, socket_connect_timeout=5, socket_keepalive=True
-            )
+            self._async_results = async_redis_client(self.settings.result_backend_url, sentinel=self.settings.sentinel)
         return self._async_results
 
     async def aclose(self) -> None:

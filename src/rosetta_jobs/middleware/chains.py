@@ -1,8 +1,12 @@
 """Dramatiq's ``Callbacks`` and ``Pipelines``, which do not continue a cancelled or deferred job.
 
+A result passed on as stored JSON (``codec.Raw``, a preview's) reaches the next step decoded.
+
 A cancelled job returns normally (``rosetta_jobs.actor``: a cancel is no failure), so Dramatiq's own
 middleware would call its ``on_success`` callback and enqueue the next step of its pipeline. A deferred
-job (``job.Deferred``) has not succeeded yet: its final state is written later, elsewhere.
+job (``job.Deferred``) has not succeeded yet: its final state is written later, elsewhere. An abandoned
+job (``JobAbandoned``: its process stops or lost its lease) has not failed: it runs again elsewhere, and
+Dramatiq's ``Callbacks`` would call its ``on_failure``.
 """
 
 from __future__ import annotations
@@ -12,13 +16,15 @@ from typing import Any
 import dramatiq
 from dramatiq import middleware
 
+from .. import codec
+from ..errors import JobAbandoned
 from ..job import RunningJobs
 
 __all__ = ["Callbacks", "Pipelines"]
 
 
 class _NotAfterCancel(middleware.Middleware):
-    """Runs the parent's ``after_process_message`` unless the job was cancelled or deferred."""
+    """Runs the parent's ``after_process_message`` unless the job was cancelled, deferred or abandoned."""
 
     def __init__(self, *, jobs: RunningJobs) -> None:
         super().__init__()
@@ -33,8 +39,10 @@ class _NotAfterCancel(middleware.Middleware):
         exception: BaseException | None = None,
     ) -> None:
         job = self.jobs.get(message.message_id)
-        if job is not None and job.outcome in ("cancelled", "deferred"):
+        if (job is not None and job.outcome in ("cancelled", "deferred")) or isinstance(exception, JobAbandoned):
             return
+        if isinstance(result, codec.Raw):  # a result passed on undecoded: the next step gets its value
+            result = result.value
         super().after_process_message(broker, message, result=result, exception=exception)
 
 

@@ -5,7 +5,9 @@ removed on exit, so they cannot tell how many workers are alive. Here each worke
 hash with a TTL (``Keys.worker``, read by ``rosetta_jobs.workers``): a SIGKILLed process disappears
 after ``ttl`` seconds, a stopped one at once. Each running task also holds a *lease* key with the
 same TTL, so that the per-user limits can tell a job whose worker died from one that still runs.
-What runs comes from the process's ``RunningJobs``, the registry every middleware shares.
+What runs comes from the process's ``RunningJobs``, the registry every middleware shares. Each beat Redis
+acknowledges renews the process's ``Lease`` (``rosetta_jobs.lease``, read by ``Fence``); after a failed
+beat the next one is tried within a second.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from loguru import logger
 
 from ..job import RunningJobs
 from ..layout import Keys
+from ..lease import Lease
 
 __all__ = ["Heartbeat"]
 
@@ -41,8 +44,10 @@ class Heartbeat(Middleware):
         interval: float = 5.0,
         ttl: float = 20.0,
         hostname: str | None = None,
+        lease: Lease | None = None,
     ) -> None:
         self.client = client
+        self.lease = lease
         self.keys = Keys(namespace)
         self.jobs = jobs
         self.interval = interval
@@ -111,16 +116,19 @@ class Heartbeat(Middleware):
         self._safe_beat(finished=task_id)
 
     def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
-            self._safe_beat()
+        wait = self.interval
+        while not self._stop.wait(wait):
+            wait = self.interval if self._safe_beat() else min(self.interval, 1.0)
 
-    def _safe_beat(self, *, finished: str | None = None) -> None:
+    def _safe_beat(self, *, finished: str | None = None) -> bool:
         if not self.worker_id:  # not booted (a middleware used outside a worker)
-            return
+            return False
         try:
             self.beat(finished=finished)
         except redis.RedisError as exc:
             logger.warning("heartbeat of {} failed: {}", self.worker_id, exc)
+            return False
+        return True
 
     def beat(self, *, finished: str | None = None) -> None:
         """Write the heartbeat hash and renew the leases of the running tasks, in one transaction.
@@ -162,3 +170,5 @@ class Heartbeat(Middleware):
         if finished is not None:
             pipe.delete(self.keys.lease(finished))
         pipe.execute()
+        if self.lease is not None and self.lease.renewed():
+            logger.warning("heartbeat of {} reaches Redis again: lease regained", self.worker_id)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Mapping, Sequence
 from typing import Any
 
 import dramatiq
@@ -20,7 +19,6 @@ from dramatiq.middleware import Middleware, SkipMessage
 from loguru import logger
 
 from .. import codec
-from ..contracts import CONTRACTS
 from ..errors import JobAbandoned, StateRefused, WorkerLost
 from ..job import Job, RunningJobs
 from ..states import (
@@ -36,6 +34,7 @@ from ..states import (
     encode_exception,
     format_traceback,
     revoked_exception,
+    task_meta,
 )
 from ..store import TaskStore
 
@@ -65,27 +64,9 @@ class TaskState(Middleware):
         self.hostname = hostname or f"rosetta@{socket.gethostname()}"
 
     def _meta(self, message: dramatiq.MessageProxy, status: str, result: Any = None, **extra: Any) -> dict[str, Any]:
-        args: Sequence[Any] = message.args
-        kwargs: Mapping[str, Any] = message.kwargs
-        digest: str | None = None
-        contract = CONTRACTS.get(message.actor_name) if self.hash_sql else None
-        if contract is not None and contract.sql_params:
-            digest = contract.sql_sha256(args, kwargs)
-            args, kwargs = contract.masked(args, kwargs)
-        meta = build_meta(
-            message.message_id,
-            status,
-            result,
-            name=message.actor_name,
-            args=args,
-            kwargs=kwargs,
-            worker=self.hostname,
-            queue=q_name(message.queue_name),
-            **extra,
-        )
-        if digest is not None:
-            meta["sql_sha256"] = digest
-        return meta
+        return task_meta(message.message_id, status, result, actor=message.actor_name, args=message.args,
+                         kwargs=message.kwargs, worker=self.hostname, queue=q_name(message.queue_name),
+                         hash_sql=self.hash_sql, **extra)  # fmt: skip
 
     def write(self, message: dramatiq.MessageProxy, status: str, result: Any = None, **extra: Any) -> bool:
         # A final state (or RETRY) waits out a Redis outage; STARTED and PROGRESS are best effort.
@@ -93,14 +74,18 @@ class TaskState(Middleware):
         meta = self._meta(message, status, result, **extra)
         if wait:
             try:
-                return self.store.write(meta, wait=wait, context=self._history(message))
+                written = self.store.write(meta, wait=wait, context=self._history(message))
             except StateRefused as exc:
                 return self._refused(message, status, exc)
-        try:
-            return self.store.write(meta)
-        except (redis.RedisError, StateRefused) as exc:  # STARTED/PROGRESS must not fail the job over Redis
-            logger.warning("task {}: could not store {} ({})", message.message_id, status, exc)
-            return False
+        else:
+            try:
+                written = self.store.write(meta)
+            except (redis.RedisError, StateRefused) as exc:  # STARTED/PROGRESS must not fail the job over Redis
+                logger.warning("task {}: could not store {} ({})", message.message_id, status, exc)
+                return False
+        if not written and status != REVOKED:  # the Lua guard: e.g. a re-run elsewhere finished first
+            logger.info("task {}: a final state is already stored; this {} is not written", message.message_id, status)
+        return written
 
     def _history(self, message: dramatiq.MessageProxy) -> dict[str, Any]:
         """What the task history records besides the meta: who sent the job, when it was enqueued and started."""

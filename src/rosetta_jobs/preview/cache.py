@@ -14,6 +14,7 @@ import redis
 from loguru import logger
 
 from .. import codec
+from ..connection import DEFAULT_SENTINEL, SentinelOptions, connect
 from ..layout import BackendKeys
 from .request import PreviewRequest
 
@@ -53,10 +54,11 @@ class PreviewCache:
         self.ttl = ttl
 
     @classmethod
-    def from_url(cls, url: str, *, ttl: int) -> PreviewCache:
-        return cls(redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5), ttl=ttl)
+    def from_url(cls, url: str, *, ttl: int, sentinel: SentinelOptions = DEFAULT_SENTINEL) -> PreviewCache:
+        return cls(connect(url, sentinel=sentinel, connect_timeout=2, socket_timeout=5), ttl=ttl)
 
-    def get(self, request: PreviewRequest) -> dict[str, Any] | None:
+    def get(self, request: PreviewRequest) -> codec.Raw | None:
+        """The cached result as stored (decoded only if something reads it), or ``None``."""
         if self.client is None:
             return None
         try:
@@ -64,13 +66,20 @@ class PreviewCache:
         except redis.RedisError as exc:
             logger.warning("preview cache unavailable, running without it: {}", exc)
             return None
-        return codec.loads(raw) if raw else None
+        if not raw:
+            return None
+        if not (raw.startswith(b"{") and raw.endswith(b"}")):  # not written by a worker: never spliced into a state
+            logger.warning("preview cache entry {} is not a JSON object; running the preview", cache_key(request))
+            return None
+        return codec.Raw(raw)
 
-    def put(self, request: PreviewRequest, result: dict[str, Any], *, encoded: bytes | None = None) -> None:
-        """Cache ``result`` (``encoded``: its JSON already, as the executor sent it)."""
+    def put(self, request: PreviewRequest, result: bytes | dict[str, Any]) -> None:
+        """Cache ``result``: a dict, or its JSON already (as the executor sent it)."""
         if self.client is None:
             return
         try:
-            self.client.setex(cache_key(request), self.ttl, encoded if encoded is not None else codec.dumps(result))
+            self.client.setex(
+                cache_key(request), self.ttl, result if isinstance(result, bytes) else codec.dumps(result)
+            )
         except redis.RedisError as exc:
             logger.warning("preview cache write failed: {}", exc)

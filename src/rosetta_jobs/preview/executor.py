@@ -127,12 +127,24 @@ class ExecutorConfig:
         ).decode()
 
 
-@dataclass
-class Answer:
-    """A preview's result from an executor: the dict, and the same as JSON (for the cache)."""
+class Answer(codec.Raw):
+    """A preview's result from an executor, as the JSON it sent: cached and stored as is, decoded only if read."""
 
-    result: dict[str, Any]
-    encoded: bytes
+    __slots__ = ("rows", "stages")
+
+    def __init__(self, data: bytes, *, rows: int = 0, stages: dict[str, float] | None = None) -> None:
+        super().__init__(data)
+        self.rows = rows
+        #: Milliseconds the executor spent per stage (``Engine.run``): the preview's breakdown, for its log line.
+        self.stages = stages or {}
+
+    @property
+    def encoded(self) -> bytes:
+        return self.data
+
+    @property
+    def result(self) -> dict[str, Any]:
+        return self.value
 
 
 @dataclass(eq=False)
@@ -345,7 +357,7 @@ class ExecutorPool:
         kind = header.get("kind")
         message = str(header.get("message", ""))
         if kind == "result" and body is not None:
-            return Answer(codec.loads(body), body)
+            return Answer(body, rows=int(header.get("rows") or 0), stages=header.get("stages"))
         if kind == "memory":
             executor.kill("retire")  # give back what DuckDB's allocator kept; a fresh one starts
             raise self.memory_error()

@@ -43,13 +43,15 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from .. import codec
-from ..catalog import SourceConfig
 from ..errors import ConfigError, JobCancelled, JobInterrupt, JobTimedOut, PreviewError
 from ..redact import redact
+from ..sources import SourceConfig
 
 __all__ = ["Engine", "main"]
 
 _PR_SET_PDEATHSIG = 1
+#: Tables per source a refreshed session resolves ahead of its first preview.
+WARM_TABLES = 4
 _REASONS: dict[str, type[JobInterrupt]] = {"timeout": JobTimedOut, "cancel": JobCancelled}
 
 
@@ -73,7 +75,7 @@ class Engine:
 
         self.sessions = SessionPool(
             memory_limit=memory_limit, threads=threads, slots=idle_sessions, max_age=max_age, timezone=timezone,
-            temp_directory=temp_directory,
+            temp_directory=temp_directory, warm=self._warm,
         )  # fmt: skip
         self.temp_directory = temp_directory
         self.max_result_bytes = max_result_bytes
@@ -87,6 +89,9 @@ class Engine:
         #: ``table_name`` resolved per session: as fresh as the session's own catalog (``max_age``), and a
         #: round trip to the source saved on every warm preview (~2.5 ms of ~8).
         self._tables: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
+        #: The tables last previewed per source (fingerprint; most recent last): what a refreshed session warms.
+        self._recent: dict[str, list[str]] = {}
+        self._tables_lock = threading.Lock()
 
     def stop(self, seq: int, reason: type[JobInterrupt]) -> None:
         """Interrupt the preview ``seq`` if it is the one running (a late stop of an earlier one is ignored)."""
@@ -106,9 +111,10 @@ class Engine:
         if task.get("kind") == "flow":  # a flow's DuckDB work (issue 13), under this process's same bounds
             return self._run_flow(seq, task)
         source = SourceConfig(**task["source"])
+        stages = _Stages()
         try:
-            body = self._run(task, source)
-            return {"seq": seq, "kind": "result"}, body
+            body = self._run(task, source, stages)
+            return {"seq": seq, "kind": "result", "stages": stages.took, "rows": stages.rows}, body
         except JobTimedOut:
             return {"seq": seq, "kind": "timeout"}, None
         except JobCancelled:
@@ -122,12 +128,11 @@ class Engine:
             with self._lock:
                 self._seq, self._session = None, None
 
-    def _run(self, task: dict[str, Any], source: SourceConfig) -> bytes:
+    def _run(self, task: dict[str, Any], source: SourceConfig, stages: _Stages) -> bytes:
         import duckdb
         import pyarrow as pa
 
         from .bounds import check_cells, encode_result
-        from .identity import resolve_table
         from .messages import clean_error
         from .query import build_statement
         from .request import PreviewRequest
@@ -143,25 +148,28 @@ class Engine:
 
         try:
             with self.sessions.session(source, wait=_left(deadline)) as session:
+                stages.mark("session")
                 with self._lock:
                     self._session = session
                 self._check_stop()
-                known = self._tables.setdefault(session, {})
-                table = known.get(request.table_name)
-                if table is None:
-                    table = resolve_table(session.con, alias=session.alias, table_name=request.table_name,
-                                          schemas=self.schemas)  # fmt: skip
-                    known[request.table_name] = table
+                table = self._table(session, request.table_name)
+                stages.mark("resolve")
                 statement = build_statement(request, source_alias=session.alias, table=table)
+                stages.mark("build")
                 self._check_stop()
                 arrow = session.run(statement, timeout=_left(deadline), cancelled=self._stop)
+                stages.mark("duckdb")
             check_cells(arrow, max_cell_bytes=self.max_cell_bytes, max_result_bytes=self.max_result_bytes)
             result = serialize(arrow)
+            stages.rows = arrow.num_rows
             if request.include_profiling:
                 from .profile import profile
 
                 result["profile"] = profile(arrow)
-            return encode_result(result, max_result_bytes=self.max_result_bytes)
+            stages.mark("serialise")
+            encoded = encode_result(result, max_result_bytes=self.max_result_bytes)
+            stages.mark("encode")
+            return encoded
         except PreviewError as exc:
             raise _Answer(kind="error", message=clean(str(exc))) from None
         except duckdb.InterruptException:
@@ -181,6 +189,43 @@ class Engine:
                 kind="error",
                 message=clean(f"The result cannot be converted for the preview (nested too deeply?): {exc}"),
             ) from None
+
+    def _table(self, session: Any, table_name: str) -> Any:
+        """``table_name`` resolved in ``session`` (once per session), remembered as recently previewed."""
+        from .identity import resolve_table
+
+        with self._tables_lock:
+            known = self._tables.setdefault(session, {})
+            table = known.get(table_name)
+            recent = self._recent.setdefault(session.fingerprint, [])
+            if table_name in recent:
+                recent.remove(table_name)
+            recent.append(table_name)
+            del recent[:-WARM_TABLES]
+        if table is None:
+            table = resolve_table(session.con, alias=session.alias, table_name=table_name, schemas=self.schemas)
+            with self._tables_lock:
+                self._tables.setdefault(session, {})[table_name] = table
+        return table
+
+    def _warm(self, session: Any) -> None:
+        """Make a new session (``SessionPool``'s refresh) as quick as the one it replaces: its source's recent
+        tables resolved, and the last one read once (the extension loads the table's schema and connects)."""
+        from .filters import quote_identifier
+
+        with self._tables_lock:
+            names = list(self._recent.get(session.fingerprint, []))
+        table = None
+        for name in names:
+            try:
+                table = self._table(session, name)
+            except PreviewError:  # gone from the source: the next preview of it says so
+                continue
+        if table is not None:
+            parts = (session.alias, table.schema, table.name)
+            session.con.execute(
+                f"SELECT * FROM {'.'.join(quote_identifier(p) for p in parts)} LIMIT 1"
+            ).to_arrow_table()
 
     def _run_flow(self, seq: int, task: dict[str, Any]) -> tuple[dict[str, Any], bytes | None]:
         """A flow's preview, schema or run (``flows/work.py``); a stop reaches it as it reaches a preview's session."""
@@ -206,6 +251,20 @@ class Engine:
 
     def close(self) -> None:
         self.sessions.close()
+
+
+class _Stages:
+    """Milliseconds per stage of one preview, each from the end of the one before."""
+
+    def __init__(self) -> None:
+        self.took: dict[str, float] = {}
+        self.rows = 0
+        self._last = time.perf_counter()
+
+    def mark(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.took[stage] = round((now - self._last) * 1000, 3)
+        self._last = now
 
 
 class _Answer(Exception):

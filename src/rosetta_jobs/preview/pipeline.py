@@ -21,7 +21,7 @@ from ..errors import JobTimedOut, PreviewError
 from ..job import Job
 from ..remote_catalog import RemoteCatalog, open_catalog
 from .cache import PreviewCache
-from .executor import ExecutorConfig, ExecutorPool
+from .executor import Answer, ExecutorConfig, ExecutorPool
 from .request import PreviewRequest, error_result
 
 __all__ = ["PreviewRunner"]
@@ -50,43 +50,76 @@ class PreviewRunner:
             max_result_bytes=parse_size(settings.preview_max_result_bytes),
             max_cell_bytes=parse_size(settings.preview_max_cell_bytes),
             schemas=settings.preview_schema_names,
+            max_age=settings.preview_session_max_age,
             temp_directory=prepare_temp_directory(settings.duckdb_temp_path),
         )
         return cls(
             catalog=open_catalog(settings),
             executors=ExecutorPool(config=config, slots=settings.duckdb_max_concurrent),
-            cache=PreviewCache.from_url(settings.redis_url, ttl=settings.preview_cache_ttl),
+            cache=PreviewCache.from_url(settings.redis_url, ttl=settings.preview_cache_ttl, sentinel=settings.sentinel),
             time_limit=settings.preview_time_limit,
         )
 
-    def run(self, request: PreviewRequest, *, job: Job | None = None) -> Any:
-        """The preview's result dict; under ``job``, its time limit and a cancel reach the running query."""
+    def run(self, request: PreviewRequest, *, job: Job | None = None, stages: dict[str, float] | None = None) -> Any:
+        """The preview's result; under ``job``, its time limit and a cancel reach the running query.
+
+        A result comes back as the JSON it was stored as (``codec.Raw``: from the cache, or as the executor
+        encoded it), never decoded here. ``stages`` receives the milliseconds of each stage.
+        """
         limit = job.time_limit if job is not None and job.time_limit is not None else self.time_limit
         deadline = job.deadline if job is not None and job.deadline is not None else time.monotonic() + limit
+        took = _Clock(stages if stages is not None else {})
         try:
             request.check_input()
         except PreviewError as exc:
             return error_result(str(exc))
         cached = self.cache.get(request)
+        took.mark("cache")
         if cached is not None:
             return cached
+        if job is not None:  # a hit answers at once; a miss says what it does for as long as it runs
+            job.progress({"status": "executing", "table_name": request.table_name})
+            took.mark("progress")
         try:
-            result, encoded = self._execute(request, job, deadline)
+            answer = self._execute(request, job, deadline, took)
         except PreviewError as exc:
             return error_result(str(exc))
         except JobTimedOut:
             return error_result(f"Preview timed out after {limit:g} s")
-        self.cache.put(request, result, encoded=encoded)
-        return result
+        self.cache.put(request, answer.data)
+        took.mark("cache_put")
+        return answer
 
-    def _execute(self, request: PreviewRequest, job: Job | None, deadline: float) -> tuple[dict[str, Any], bytes]:
+    def _execute(self, request: PreviewRequest, job: Job | None, deadline: float, took: _Clock) -> Answer:
         source = self.catalog.source(request.source_id)
         self.catalog.destination(request.destination_id)
+        took.mark("catalog")
         # Every field of both, whatever they hold: the executor rebuilds the same two objects.
         task = {"source": dataclasses.asdict(source), "request": dataclasses.asdict(request)}
         answer = self.executors.run(task, fingerprint=source.fingerprint(), deadline=deadline, job=job)
-        return answer.result, answer.encoded
+        took.mark("executor")
+        took.split("executor", answer.stages)
+        return answer
 
     def close(self) -> None:
         self.executors.close()
         self.catalog.close()
+
+
+class _Clock:
+    """Milliseconds per stage into ``stages``, each from the end of the one before."""
+
+    def __init__(self, stages: dict[str, float]) -> None:
+        self.stages = stages
+        self._last = time.perf_counter()
+
+    def mark(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.stages[stage] = round((now - self._last) * 1000, 3)
+        self._last = now
+
+    def split(self, stage: str, parts: dict[str, float]) -> None:
+        """``parts`` of ``stage`` measured elsewhere (the executor's); what they leave is ``<stage>_wire``."""
+        whole = self.stages.pop(stage, 0.0)
+        self.stages.update(parts)
+        self.stages[f"{stage}_wire"] = round(max(whole - sum(parts.values()), 0.0), 3)

@@ -9,15 +9,18 @@ failure inside one column never costs the other columns their profile.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from loguru import logger
 
 from .serialize import column_names, json_values
+
+# The standard library's logger, not loguru: this runs in executor processes, which load as little as they can.
+logger = logging.getLogger(__name__)
 
 __all__ = ["TOP_VALUES", "profile"]
 
@@ -42,13 +45,13 @@ def _column(name: str, column: pa.ChunkedArray, total: int) -> dict[str, Any]:
     try:
         arr = _plain_array(column)
     except Exception as exc:  # a column Arrow cannot even combine still keeps its base keys
-        logger.debug("profile of {}: {}", name, exc)
+        logger.debug("profile of %s: %s", name, exc)
         return entry
     for stat in _stats_for(arr.type):
         try:
             entry.update(stat(arr, total))
         except Exception as exc:  # an unsupported statistic is left out, never fatal
-            logger.debug("profile of {}: {} not computed: {}", name, stat.__name__, exc)
+            logger.debug("profile of %s: %s not computed: %s", name, stat.__name__, exc)
     return entry
 
 

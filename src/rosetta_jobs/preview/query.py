@@ -6,7 +6,7 @@ comments stay as written, and a trailing ``;`` or ``-- comment`` is harmless.
 
 This is the top of the preview's SQL modules: ``parsing`` reads SQL, ``sandbox`` judges it and
 ``filters`` translates ``filter_sql``; only this module combines them. Each distinct statement is
-parsed once per build: the filter's probe, the user's SQL and the final statement.
+parsed once per build: the filter's probe (for a filter written as SQL), the user's SQL and the final statement.
 """
 
 from __future__ import annotations
@@ -46,7 +46,9 @@ def _build(request: PreviewRequest, source_alias: str, table: TableRef) -> str:
     for part in row_filter.sql_parts:
         check_tokens(part)
     where = row_filter.where
-    if where:
+    if row_filter.sql_parts:
+        # SQL as the user wrote it (the legacy form). A v2 filter is ours: quoted names, quoted or numeric
+        # literals and listed operators, with nothing to escape the WHERE; the whole statement is checked below.
         _check_where(where)
     source_table = ".".join(quote_identifier(p) for p in (source_alias, table.schema, table.name))
     source = f"SELECT * FROM {source_table} AS {quote_identifier(table.name)}{where} LIMIT {limit}"

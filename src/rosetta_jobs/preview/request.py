@@ -27,6 +27,35 @@ class PreviewRequest:
     #: Bytes (UTF-8) ``sql`` and ``filter_sql`` may each have (``PREVIEW_MAX_SQL_BYTES``).
     max_sql_bytes: int = 100_000
 
+    @classmethod
+    def from_arguments(
+        cls,
+        sql: Any,
+        source_id: Any,
+        destination_id: Any,
+        table_name: Any,
+        filter_sql: Any = None,
+        include_profiling: Any = False,
+        *,
+        row_limit: int,
+        max_sql_bytes: int = 100_000,
+    ) -> PreviewRequest:
+        """The request of the task's arguments as they came (``ValueError``/``TypeError`` for ids that are not ints).
+
+        The one conversion of the arguments: the actor and the cache lookup at the door (``door``) build the
+        same request, so they compute the same cache key.
+        """
+        return cls(
+            sql=sql,
+            source_id=int(source_id),
+            destination_id=int(destination_id),
+            table_name=str(table_name),
+            filter_sql=filter_sql,
+            include_profiling=bool(include_profiling),
+            row_limit=row_limit,
+            max_sql_bytes=max_sql_bytes,
+        )
+
     @property
     def custom_sql(self) -> str | None:
         """The user's SQL, or ``None`` when the preview is of the whole table."""

@@ -14,6 +14,7 @@ only), so a result that went through the JSON cache equals the fresh one.
 from __future__ import annotations
 
 import binascii
+import functools
 import json
 import math
 import uuid
@@ -40,6 +41,7 @@ _MIN_SECOND, _MAX_SECOND = _MIN_DAY * 86_400, (_MAX_DAY + 1) * 86_400 - 1
 _INT64_MAX = 2**63 - 1
 _DATE_INFINITY = 2**31 - 1
 _PER_SECOND = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
+_DIGITS = {"s": 0, "ms": 3, "us": 6, "ns": 9}
 _UTC_NAMES = frozenset({"UTC", "Etc/UTC", "+00:00", "Z", "GMT", "Etc/GMT", "UCT", "Etc/UCT", "Universal", "Zulu"})
 _NS_PER = {"H": 3_600 * 10**9, "M": 60 * 10**9}
 
@@ -110,12 +112,24 @@ def serialize(data: pa.Table | pa.RecordBatchReader, *, max_rows: int | None = N
     names = column_names(table.column_names)
     labels = [column_label(field.type) for field in table.schema]
     columns = [json_values(column) for column in table.columns]
-    if columns:
-        # Equal lengths by construction; strict=True would cost ~40% of this, the hottest loop.
-        rows = [dict(zip(names, row, strict=False)) for row in zip(*columns, strict=False)]
-    else:
-        rows = [{} for _ in range(table.num_rows)]
+    rows = list(map(_row_maker(tuple(names)), *columns)) if columns else [{} for _ in range(table.num_rows)]
     return {"columns": names, "column_types": labels, "data": rows, "error": None}
+
+
+@functools.lru_cache(maxsize=64)
+def _row_maker(names: tuple[str, ...]) -> Callable[..., dict[str, Any]]:
+    """A function of one value per column that returns the row's dict, keys in column order.
+
+    A dict display compiled for these keys builds a row ~1.5x faster than ``dict(zip(names, row))``, and
+    rows are the hottest loop of the serialiser. The names are the function's globals, never its source:
+    the source holds only ``k<i>`` and ``v<i>``.
+    """
+    params = ", ".join(f"v{i}" for i in range(len(names)))
+    display = ", ".join(f"k{i}: v{i}" for i in range(len(names)))
+    scope: dict[str, Any] = {f"k{i}": name for i, name in enumerate(names)}
+    scope["__builtins__"] = {}
+    maker: Callable[..., dict[str, Any]] = eval(f"lambda {params}: {{{display}}}", scope)
+    return maker
 
 
 def json_values(column: pa.Array | pa.ChunkedArray) -> list[Any]:
@@ -277,7 +291,8 @@ def _timestamps(arr: pa.Array) -> _Values:
     unit, tz = arr.type.unit, arr.type.tz
     if tz is None or tz in _UTC_NAMES:
         text = pc.replace_substring(pc.cast(arr.view(pa.timestamp(unit)), pa.string()), " ", "T", max_replacements=1)
-        text = pc.replace_substring_regex(text, pattern=r"\.0+$", replacement="")
+        if unit != "s":  # the fraction has the unit's digits and is the text's only dot: a literal beats a regex
+            text = pc.replace_substring(text, "." + "0" * _DIGITS[unit], "", max_replacements=1)
         if tz is not None:
             text = pc.binary_join_element_wise(text, "+00:00", "")
     else:
@@ -455,13 +470,31 @@ def _extension(arr: pa.Array) -> _Values:
     if isinstance(t, pa.JsonType):
         return [None if s is None else _plain(json.loads(s, parse_constant=_no_constant)) for s in storage.to_pylist()]
     if isinstance(t, pa.UuidType):
-        return [None if b is None else str(uuid.UUID(bytes=b)) for b in storage.to_pylist()]
+        return _uuids(storage)
     if isinstance(t, pa.Bool8Type):
         return pc.not_equal(storage, 0).to_pylist()  # type: ignore[no-any-return]
     if isinstance(t, pa.OpaqueType) and t.vendor_name == "DuckDB" and t.type_name in _OPAQUE:
         decode = _OPAQUE[t.type_name]
         return [None if b is None else decode(b) for b in storage.to_pylist()]
     return _values(storage)
+
+
+#: Where the dashes of a UUID's text go: ``8-4-4-4-12`` hex digits.
+_UUID_PARTS = ((0, 8), (8, 12), (12, 16), (16, 20), (20, 32))
+
+
+def _uuids(storage: pa.FixedSizeBinaryArray) -> _Values:
+    """``xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx`` (what ``str(uuid.UUID)`` writes), in Arrow kernels: one hex
+    string of all values, cut into one 32-digit string each, then joined with dashes."""
+    n = len(storage)
+    start = storage.offset * 16
+    digits = storage.buffers()[1].to_pybytes()[start : start + n * 16].hex().encode("ascii")
+    offsets = pa.array(range(0, n * 32 + 1, 32), pa.int32()).buffers()[1]
+    hexed = pa.Array.from_buffers(pa.string(), n, [None, offsets, pa.py_buffer(digits)])
+    text = pc.binary_join_element_wise(*(pc.utf8_slice_codeunits(hexed, a, b) for a, b in _UUID_PARTS), "-")
+    if storage.null_count:
+        text = pc.if_else(storage.is_valid(), text, pa.scalar(None, pa.string()))
+    return text.to_pylist()  # type: ignore[no-any-return]
 
 
 def _no_constant(_: str) -> None:

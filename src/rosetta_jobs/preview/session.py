@@ -20,12 +20,15 @@ The session's ``TimeZone`` is a choice, not a given: ``CAST(tstz AS DATE)``, ``h
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import logging
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -37,9 +40,10 @@ from ..redact import redact
 if TYPE_CHECKING:
     import pyarrow as pa
 
-    from ..catalog import SourceConfig
+    from ..sources import SourceConfig
 
 __all__ = [
+    "REFRESH_AT",
     "Session",
     "SessionPool",
     "check_timezone",
@@ -49,6 +53,12 @@ __all__ = [
 ]
 
 _LOCALTIME = Path("/etc/localtime")
+#: Share of ``max_age`` at which a source in use gets its replacement session, opened in the background.
+REFRESH_AT = 0.75
+#: The niceness of the thread that opens replacement sessions (19: the lowest priority).
+REFRESH_NICENESS = 19
+# The standard library's logger: sessions live in executor processes, which load as little as they can.
+_log = logging.getLogger(__name__)
 
 
 def extension_path() -> Path:
@@ -169,6 +179,8 @@ class Session:
         self._running: object | None = None
         self._stopped_by: type[BaseException] | None = None
         self.broken = False
+        #: Replaced by a fresher session of the same source: closed when given back.
+        self.retired = False
         self.con = duckdb.connect(
             ":memory:",
             config={
@@ -242,7 +254,14 @@ class Session:
 
 
 class SessionPool:
-    """Per-process sessions: ``slots`` running at once, idle ones kept per source for reuse."""
+    """Per-process sessions: ``slots`` running at once, idle ones kept per source for reuse.
+
+    A session is retired ``max_age`` seconds after it opened (the extension caches the source's catalog).
+    Opening one costs ~150 ms and its first query ~50 more, so a source in use gets its replacement
+    opened and warmed (``warm``: the executor resolves and reads its recent tables) by a background
+    thread at ``REFRESH_AT`` of its age: a preview never waits for a refresh. A source nobody previewed
+    for ``max_age`` seconds is not refreshed, and its session closes when it expires.
+    """
 
     def __init__(
         self,
@@ -253,6 +272,7 @@ class SessionPool:
         max_age: float = 60.0,
         timezone: str = "UTC",
         temp_directory: str = "",
+        warm: Callable[[Session], None] | None = None,
     ) -> None:
         self.memory_limit = memory_limit
         self.temp_directory = temp_directory
@@ -260,9 +280,19 @@ class SessionPool:
         self.timezone = check_timezone(timezone)  # a bad zone fails once, here, before any session opens
         self.slots = slots
         self.max_age = max_age
+        self.warm = warm
         self._semaphore = threading.BoundedSemaphore(slots)
         self._lock = threading.Lock()
         self._idle: list[Session] = []
+        self._busy: set[Session] = set()
+        #: Sources in use: their config (to open a replacement), when last taken, their newest session's age.
+        self._hot: dict[str, _Hot] = {}
+        self._closed = threading.Event()
+        self._refresher: threading.Thread | None = None
+
+    def open(self, source: SourceConfig) -> Session:
+        return Session(source, memory_limit=self.memory_limit, threads=self.threads, timezone=self.timezone,
+                       temp_directory=self.temp_directory)  # fmt: skip
 
     @contextmanager
     def session(self, source: SourceConfig, *, wait: float) -> Iterator[Session]:
@@ -270,10 +300,8 @@ class SessionPool:
         if not self._semaphore.acquire(timeout=wait):
             raise JobTimedOut(wait)
         try:
-            session = self._take(source) or Session(
-                source, memory_limit=self.memory_limit, threads=self.threads, timezone=self.timezone,
-                temp_directory=self.temp_directory,
-            )  # fmt: skip
+            session = self._take(source) or self.open(source)
+            self._note(source, session)
             healthy = False
             try:
                 yield session
@@ -290,10 +318,11 @@ class SessionPool:
             self._semaphore.release()
 
     def _take(self, source: SourceConfig) -> Session | None:
+        """The newest idle session of ``source``; expired ones are closed on the way."""
         fingerprint, now = source.fingerprint(), time.monotonic()
         with self._lock:
-            for session in list(self._idle):
-                if now - session.created > self.max_age:
+            for session in sorted(self._idle, key=lambda s: s.created, reverse=True):
+                if now - session.created > self.max_age or session.retired:
                     self._idle.remove(session)
                     session.close()
                 elif session.fingerprint == fingerprint:
@@ -301,17 +330,92 @@ class SessionPool:
                     return session
         return None
 
+    def _note(self, source: SourceConfig, session: Session) -> None:
+        with self._lock:
+            hot = self._hot.get(session.fingerprint)
+            if hot is None:
+                self._hot[session.fingerprint] = hot = _Hot(source)
+            hot.used = time.monotonic()
+            hot.newest = max(hot.newest, session.created)
+            self._busy.add(session)
+            if self._refresher is None and self.warm is not None:
+                self._refresher = threading.Thread(target=self._refresh, name="session-refresh", daemon=True)
+                self._refresher.start()
+
     def _give_back(self, session: Session, healthy: bool) -> None:
-        if not healthy or session.broken or time.monotonic() - session.created > self.max_age:
+        with self._lock:
+            self._busy.discard(session)
+        if not healthy or session.broken or session.retired or time.monotonic() - session.created > self.max_age:
             session.close()
             return
         with self._lock:
             self._idle.append(session)
             while len(self._idle) > self.slots:
-                self._idle.pop(0).close()
+                oldest = min(self._idle, key=lambda s: s.created)
+                self._idle.remove(oldest)
+                oldest.close()
+
+    def _refresh(self) -> None:
+        """Replace, ahead of time, the session of every source in use (see the class's docstring).
+
+        The thread runs at the lowest CPU priority: opening a session costs ~200 ms of CPU, which must not
+        be taken from a preview running beside it (on two cores it showed as a tail of the fresh previews).
+        """
+        with contextlib.suppress(OSError, AttributeError):  # a thread is a task of its own on Linux
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), REFRESH_NICENESS)
+        every = min(max(self.max_age / 20, 0.05), 1.0)
+        while not self._closed.wait(every):
+            now = time.monotonic()
+            with self._lock:
+                for fingerprint, hot in list(self._hot.items()):
+                    if now - hot.used > self.max_age:
+                        del self._hot[fingerprint]  # nobody previews it: let its session expire
+                for session in [s for s in self._idle if now - s.created > self.max_age]:
+                    self._idle.remove(session)  # expired: its connection to the source is closed now
+                    session.close()
+                due = [hot for hot in self._hot.values() if now - hot.newest > self.max_age * REFRESH_AT]
+            for hot in due:
+                self._replace(hot)
+
+    def _replace(self, hot: _Hot) -> None:
+        try:
+            fresh = self.open(hot.source)
+            if self.warm is not None:
+                self.warm(fresh)
+        except Exception as exc:  # the request path opens one itself when it must, and says why
+            hot.newest = time.monotonic() - self.max_age * REFRESH_AT / 2  # try again in a while
+            _log.debug("session refresh failed: %s", exc)
+            return
+        with self._lock:
+            if self._closed.is_set():
+                fresh.close()
+                return
+            for session in list(self._idle):
+                if session.fingerprint == fresh.fingerprint:
+                    self._idle.remove(session)
+                    session.close()
+            for session in self._busy:
+                if session.fingerprint == fresh.fingerprint:
+                    session.retired = True  # closed when its preview gives it back
+            hot.newest = fresh.created
+            self._idle.append(fresh)
+            while len(self._idle) > self.slots:
+                oldest = min(self._idle, key=lambda s: s.created)
+                self._idle.remove(oldest)
+                oldest.close()
 
     def close(self) -> None:
+        self._closed.set()
         with self._lock:
             for session in self._idle:
                 session.close()
             self._idle.clear()
+
+
+@dataclass
+class _Hot:
+    """A source in use: its config, when a preview last took a session of it, its newest session's birth."""
+
+    source: SourceConfig
+    used: float = 0.0
+    newest: float = 0.0
