@@ -96,7 +96,7 @@ class JobClient:
             preview_cache_url=settings.redis_url,
             preview_cache_ttl=settings.preview_cache_ttl,
             preview_row_limit=settings.preview_row_limit,
-            hash_sql=settings.task_meta_sql == "hash",
+            hash_sql=settings.hash_task_sql,
         )
 
     def send(

@@ -508,6 +508,11 @@ class Settings(BaseSettings):
         return tuple(name.strip() for name in (self.preview_schemas or "").split(",") if name.strip())
 
     @property
+    def hash_task_sql(self) -> bool:
+        """``TASK_META_SQL=hash``: a task's meta keeps its SQL argument's digest, never the SQL."""
+        return self.task_meta_sql == "hash"
+
+    @property
     def duckdb_temp_path(self) -> str:
         """``DUCKDB_TEMP_DIRECTORY``, or ``rosetta-jobs-duckdb`` in the system's temporary directory."""
         import os

@@ -374,7 +374,7 @@ def celery_middleware(settings: Settings, *, store: TaskStore, jobs: RunningJobs
                 settings.redis_url, ttl=settings.preview_cache_ttl, sentinel=settings.sentinel
             )
             door = Door(cache=cache, store=store, row_limit=settings.preview_row_limit,
-                        hash_sql=settings.task_meta_sql == "hash")  # fmt: skip
+                        hash_sql=settings.hash_task_sql)  # fmt: skip
         middleware.append(
             CeleryIngress(
                 store=store,

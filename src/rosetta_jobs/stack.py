@@ -88,7 +88,7 @@ def build_middleware(settings: Settings, *, lease: Lease | None = None) -> list[
     )
     jobs = RunningJobs()
     task_state = TaskState(store=store, jobs=jobs, max_worker_losses=settings.max_worker_losses,
-                           hash_sql=settings.task_meta_sql == "hash")  # fmt: skip
+                           hash_sql=settings.hash_task_sql)  # fmt: skip
     return [
         JobContext(jobs=jobs, time_limits=time_limits(settings), progress_writer=task_state.write_progress),
         AgeLimit(),

@@ -48,15 +48,19 @@ class Channel:
                 # None also for a (subscribe or unsubscribe) confirmation: redis-py returns instead of waiting on
                 event: dict[str, Any] | None = self.pubsub.get_message(timeout=max(deadline - time.monotonic(), 0.0))
             except redis.ConnectionError:
-                self.pubsub.close()
-                self.pubsub = self._client.pubsub(ignore_subscribe_messages=True)
-                self.pubsub.subscribe(self._channel)
+                self.renew()
                 self.lost = True
                 return None
             if event is not None and event.get("channel") == self._name and event.get("type") == "message":
                 return bytes(event["data"])
             if time.monotonic() >= deadline:
                 return None
+
+    def renew(self) -> None:
+        """Subscribe again on a new connection, the current one closed (Redis dropped it)."""
+        self.pubsub.close()
+        self.pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+        self.pubsub.subscribe(self._channel)
 
 
 class Subscriptions:
@@ -72,15 +76,14 @@ class Subscriptions:
     def channel(self, name: str) -> Iterator[Channel]:
         """``name`` subscribed for the ``with`` block (on a kept connection, or a new one if it has gone)."""
         pubsub, reused = self._take()
+        channel = Channel(self.client, pubsub, name)
         try:
             pubsub.subscribe(name)
         except redis.ConnectionError:
-            pubsub.close()
             if not reused:
+                pubsub.close()
                 raise
-            pubsub = self.client.pubsub(ignore_subscribe_messages=True)  # Redis closed the idle one: start over
-            pubsub.subscribe(name)
-        channel = Channel(self.client, pubsub, name)
+            channel.renew()  # Redis closed the idle one: start over
         clean = False
         try:
             yield channel

@@ -46,6 +46,7 @@ from .. import codec
 from ..errors import ConfigError, JobCancelled, JobInterrupt, JobTimedOut, PreviewError
 from ..redact import redact
 from ..sources import SourceConfig
+from .stages import Stages
 
 __all__ = ["Engine", "main"]
 
@@ -111,10 +112,10 @@ class Engine:
         if task.get("kind") == "flow":  # a flow's DuckDB work (issue 13), under this process's same bounds
             return self._run_flow(seq, task)
         source = SourceConfig(**task["source"])
-        stages = _Stages()
+        stages = Stages()
         try:
-            body = self._run(task, source, stages)
-            return {"seq": seq, "kind": "result", "stages": stages.took, "rows": stages.rows}, body
+            body, rows = self._run(task, source, stages)
+            return {"seq": seq, "kind": "result", "stages": stages.took, "rows": rows}, body
         except JobTimedOut:
             return {"seq": seq, "kind": "timeout"}, None
         except JobCancelled:
@@ -128,7 +129,7 @@ class Engine:
             with self._lock:
                 self._seq, self._session = None, None
 
-    def _run(self, task: dict[str, Any], source: SourceConfig, stages: _Stages) -> bytes:
+    def _run(self, task: dict[str, Any], source: SourceConfig, stages: Stages) -> tuple[bytes, int]:
         import duckdb
         import pyarrow as pa
 
@@ -161,7 +162,6 @@ class Engine:
                 stages.mark("duckdb")
             check_cells(arrow, max_cell_bytes=self.max_cell_bytes, max_result_bytes=self.max_result_bytes)
             result = serialize(arrow)
-            stages.rows = arrow.num_rows
             if request.include_profiling:
                 from .profile import profile
 
@@ -169,7 +169,7 @@ class Engine:
             stages.mark("serialise")
             encoded = encode_result(result, max_result_bytes=self.max_result_bytes)
             stages.mark("encode")
-            return encoded
+            return encoded, arrow.num_rows
         except PreviewError as exc:
             raise _Answer(kind="error", message=clean(str(exc))) from None
         except duckdb.InterruptException:
@@ -251,20 +251,6 @@ class Engine:
 
     def close(self) -> None:
         self.sessions.close()
-
-
-class _Stages:
-    """Milliseconds per stage of one preview, each from the end of the one before."""
-
-    def __init__(self) -> None:
-        self.took: dict[str, float] = {}
-        self.rows = 0
-        self._last = time.perf_counter()
-
-    def mark(self, stage: str) -> None:
-        now = time.perf_counter()
-        self.took[stage] = round((now - self._last) * 1000, 3)
-        self._last = now
 
 
 class _Answer(Exception):

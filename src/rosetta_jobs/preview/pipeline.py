@@ -23,6 +23,7 @@ from ..remote_catalog import RemoteCatalog, open_catalog
 from .cache import PreviewCache
 from .executor import Answer, ExecutorConfig, ExecutorPool
 from .request import PreviewRequest, error_result
+from .stages import Stages
 
 __all__ = ["PreviewRunner"]
 
@@ -68,7 +69,7 @@ class PreviewRunner:
         """
         limit = job.time_limit if job is not None and job.time_limit is not None else self.time_limit
         deadline = job.deadline if job is not None and job.deadline is not None else time.monotonic() + limit
-        took = _Clock(stages if stages is not None else {})
+        took = Stages(stages)
         try:
             request.check_input()
         except PreviewError as exc:
@@ -90,7 +91,7 @@ class PreviewRunner:
         took.mark("cache_put")
         return answer
 
-    def _execute(self, request: PreviewRequest, job: Job | None, deadline: float, took: _Clock) -> Answer:
+    def _execute(self, request: PreviewRequest, job: Job | None, deadline: float, took: Stages) -> Answer:
         source = self.catalog.source(request.source_id)
         self.catalog.destination(request.destination_id)
         took.mark("catalog")
@@ -104,22 +105,3 @@ class PreviewRunner:
     def close(self) -> None:
         self.executors.close()
         self.catalog.close()
-
-
-class _Clock:
-    """Milliseconds per stage into ``stages``, each from the end of the one before."""
-
-    def __init__(self, stages: dict[str, float]) -> None:
-        self.stages = stages
-        self._last = time.perf_counter()
-
-    def mark(self, stage: str) -> None:
-        now = time.perf_counter()
-        self.stages[stage] = round((now - self._last) * 1000, 3)
-        self._last = now
-
-    def split(self, stage: str, parts: dict[str, float]) -> None:
-        """``parts`` of ``stage`` measured elsewhere (the executor's); what they leave is ``<stage>_wire``."""
-        whole = self.stages.pop(stage, 0.0)
-        self.stages.update(parts)
-        self.stages[f"{stage}_wire"] = round(max(whole - sum(parts.values()), 0.0), 3)

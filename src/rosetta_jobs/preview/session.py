@@ -349,11 +349,7 @@ class SessionPool:
             session.close()
             return
         with self._lock:
-            self._idle.append(session)
-            while len(self._idle) > self.slots:
-                oldest = min(self._idle, key=lambda s: s.created)
-                self._idle.remove(oldest)
-                oldest.close()
+            self._keep(session)
 
     def _refresh(self) -> None:
         """Replace, ahead of time, the session of every source in use (see the class's docstring).
@@ -398,11 +394,15 @@ class SessionPool:
                 if session.fingerprint == fresh.fingerprint:
                     session.retired = True  # closed when its preview gives it back
             hot.newest = fresh.created
-            self._idle.append(fresh)
-            while len(self._idle) > self.slots:
-                oldest = min(self._idle, key=lambda s: s.created)
-                self._idle.remove(oldest)
-                oldest.close()
+            self._keep(fresh)
+
+    def _keep(self, session: Session) -> None:
+        """Keep ``session`` idle; past ``slots`` idle ones, the oldest is closed. Under ``_lock``."""
+        self._idle.append(session)
+        while len(self._idle) > self.slots:
+            oldest = min(self._idle, key=lambda s: s.created)
+            self._idle.remove(oldest)
+            oldest.close()
 
     def close(self) -> None:
         self._closed.set()
