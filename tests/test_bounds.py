@@ -52,6 +52,16 @@ def test_values_under_the_cap_pass() -> None:
     # Then nothing is refused
 
 
+def test_a_large_value_is_refused_in_a_slice_of_a_table_too() -> None:
+    # Given a slice holding only the large row of a table (a slice shares its table's buffers)
+    arrow = table("SELECT v FROM (VALUES ('x'), (repeat('y', 5000)), ('z')) t(v)").slice(1, 1)
+    # When checked with a 4 KB cap
+    with pytest.raises(PreviewError) as info:
+        check_cells(arrow, max_cell_bytes=4 * KB, max_result_bytes=10**6)  # type: ignore[arg-type]
+    # Then the value is found and refused
+    assert "column 'v'" in str(info.value)
+
+
 def test_a_table_far_over_the_result_cap_is_refused_before_it_is_converted() -> None:
     # Given 2 MB of Arrow data in small cells
     arrow = table("SELECT range(1000) AS l FROM range(250)")

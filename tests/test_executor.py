@@ -94,6 +94,18 @@ def test_an_executor_keeps_its_session_for_the_next_preview(make_pool: Any, sour
     assert first.encoded.startswith(b"{")
 
 
+def test_an_executor_loads_only_what_a_preview_needs(make_pool: Any, source: dict[str, Any]) -> None:
+    # Given an executor that ran a preview
+    pool = make_pool()
+    run(pool, source, "SELECT id, amount FROM orders ORDER BY id LIMIT 3")
+    [pid] = pool.pids()
+    # When the libraries it mapped are read
+    maps = Path(f"/proc/{pid}/maps").read_text()
+    # Then DuckDB and Arrow are there, and not pydantic-core (~13 MB; the frames are read with json), nor psycopg
+    assert "_duckdb" in maps and "libarrow" in maps
+    assert "_pydantic_core" not in maps and "psycopg" not in maps
+
+
 def test_an_executor_runs_under_its_memory_bound_without_secrets(
     make_pool: Any, source: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:

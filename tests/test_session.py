@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -15,7 +13,7 @@ from psycopg.conninfo import conninfo_to_dict
 from rosetta_jobs.catalog import SourceConfig
 from rosetta_jobs.errors import ConfigError
 from rosetta_jobs.preview.serialize import serialize
-from rosetta_jobs.preview.session import Session, SessionPool, check_timezone, process_timezone
+from rosetta_jobs.preview.session import Session, SessionPool, check_timezone
 
 # -- time zone ---------------------------------------------------------------------------------------------------
 
@@ -99,44 +97,6 @@ def test_a_near_miss_time_zone_gets_suggestions() -> None:
     assert "Asia/Jakarta" in str(info.value).partition("close names:")[2]
 
 
-@pytest.mark.parametrize(
-    ("tz", "expected"),
-    [("Asia/Jakarta", "Asia/Jakarta"), (":Asia/Jakarta", "Asia/Jakarta"), ("", "UTC"),
-     (":/usr/share/zoneinfo/Europe/Paris", "Europe/Paris"), (":/nowhere/localtime", "UTC")],
-)  # fmt: skip
-def test_process_timezone_reads_tz_first(monkeypatch: pytest.MonkeyPatch, tz: str, expected: str) -> None:
-    # Given TZ set as the C library reads it
-    monkeypatch.setenv("TZ", tz)
-    # When the process zone is asked for
-    zone = process_timezone()
-    # Then it is TZ's zone name
-    assert zone == expected
-
-
-@pytest.mark.parametrize(
-    ("target", "expected"),
-    [("/usr/share/zoneinfo/Asia/Jakarta", "Asia/Jakarta"), ("../usr/share/zoneinfo/Etc/UTC", "Etc/UTC"),
-     ("/usr/share/zoneinfo/posix/Europe/Paris", "Europe/Paris"), (None, "UTC")],
-    ids=["absolute", "relative", "posix", "plain-file"],
-)  # fmt: skip
-def test_process_timezone_without_tz_follows_localtime(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, target: str | None, expected: str
-) -> None:
-    # Given no TZ, and an /etc/localtime that links to a zoneinfo file (or is a plain copy of one)
-    monkeypatch.delenv("TZ", raising=False)
-    localtime = tmp_path / "etc" / "localtime"
-    localtime.parent.mkdir()
-    if target is None:
-        localtime.write_bytes(b"TZif")
-    else:
-        os.symlink(target, localtime)
-    # When the process zone is asked for
-    zone = process_timezone(localtime=localtime)
-    # Then it is the link's zone name relative to zoneinfo, or UTC when there is no name to read
-    assert zone == expected
-    assert process_timezone(localtime=tmp_path / "missing") == "UTC"
-
-
 # -- refresh ahead of expiry -------------------------------------------------------------------------------------
 
 
@@ -182,3 +142,26 @@ def test_a_source_nobody_uses_is_not_refreshed(events_source: SourceConfig) -> N
         assert pool._idle == []
     finally:
         pool.close()
+
+
+# -- the source's connections ------------------------------------------------------------------------------------
+
+
+def test_a_connection_the_source_drops_is_replaced_without_a_failed_query(
+    events_source: SourceConfig, open_session: Any, pg_database: str
+) -> None:
+    # Given a session that has read the source (the extension's pool keeps the connection; its health-check
+    # query, "SELECT 1" on each use, is what notices a dead one: without it this test fails)
+    session = open_session()
+    table = "pg_src_tz_source.public.events"
+    assert session.run(f"SELECT id FROM {table}", timeout=5).num_rows == 1
+    # When the source ends that connection (a restart, an idle timeout, an operator's pg_terminate_backend)
+    with psycopg.connect(pg_database, autocommit=True) as pg:
+        ended = pg.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND pid <> pg_backend_pid()"
+        ).fetchone()
+    assert ended is not None and ended[0] >= 1
+    # Then the next queries read the source as before
+    for _ in range(3):
+        assert session.run(f"SELECT id FROM {table}", timeout=5).column("id").to_pylist() == [1]

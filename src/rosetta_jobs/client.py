@@ -265,8 +265,11 @@ class AsyncResult:
 
     def _wait(self, timeout: float | None) -> dict[str, Any]:
         deadline = None if timeout is None else time.monotonic() + timeout
+        meta = self._load()
+        if meta.get("status") in FINAL_STATES:  # over already: no subscription to make and take down
+            return meta
         with subscriptions(self.store.client).channel(self.store.key(self.task_id)) as channel:
-            meta = self._load()  # read after subscribing, so no write can fall in between
+            meta = self._load()  # read again after subscribing, so no write can fall in between
             while meta.get("status") not in FINAL_STATES:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:

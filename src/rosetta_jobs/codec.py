@@ -18,7 +18,6 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 import orjson
-import pydantic_core
 
 __all__ = ["Raw", "dumps", "loads"]
 
@@ -65,6 +64,8 @@ def _orjson_default(value: Any) -> Any:
 def _pydantic_fallback(value: Any) -> Any:
     if isinstance(value, Raw):
         return value.value
+    import pydantic_core
+
     raise pydantic_core.PydanticSerializationError(f"Unable to serialize unknown type: {type(value)}")
 
 
@@ -72,8 +73,12 @@ def dumps(value: Any) -> bytes:
     try:
         return orjson.dumps(value, default=_orjson_default, option=_OPTIONS)
     except TypeError:
+        import pydantic_core  # on first use: an executor, which never decodes with it, saves its ~13 MB
+
         return pydantic_core.to_json(value, inf_nan_mode="null", fallback=_pydantic_fallback)
 
 
 def loads(data: str | bytes) -> Any:
+    import pydantic_core
+
     return pydantic_core.from_json(data)

@@ -174,9 +174,11 @@ class Settings(BaseSettings):
         ge=1,
         le=16,
         validation_alias=_env("DUCKDB_MAX_CONCURRENT"),
-        description="Previews running at once in one worker process (each in an executor process of its own, "
-        "~130 MB): with the default one worker process per CPU, two per CPU. The Celery worker's 4 were for all of "
-        "its one process.",
+        description="Previews (and flow runs) running at once in one worker process, each in an executor process "
+        "of its own (~130 MB): with the default one worker process per CPU, two per CPU, so that a flow run, which "
+        "may hold its executor for minutes, leaves one to the previews. A worker that takes previews only can run "
+        "with 1 (docs/benchmarks.md: as fast in a burst, half the memory). The Celery worker's 4 were for all of its "
+        "one process.",
     )
     worker_memory_budget: str = Field(
         "4GB",

@@ -91,7 +91,7 @@ class Job:
     #: How the actor ended when it did not return a result or raise an error: ``"cancelled"``, ``"deferred"``
     #: (it returned ``Deferred``: its final state is written later, elsewhere), or ``None``.
     outcome: str | None = None
-    #: Set by the first after-hook: the job is over, though still registered while the hooks run.
+    #: Set as the job ends (``Heartbeat``'s after-hook): over, though still registered while the hooks run.
     finished: bool = False
     _stopped: threading.Event = field(default_factory=threading.Event, repr=False)
     _stopped_by: type[JobInterrupt] | None = field(default=None, repr=False)
@@ -285,6 +285,11 @@ class RunningJobs:
     def snapshot(self) -> list[Job]:
         with self._lock:
             return list(self._jobs.values())
+
+    def census(self) -> tuple[list[Job], int]:
+        """The jobs here and the count of those removed, read together (a heartbeat counts neither twice)."""
+        with self._lock:
+            return list(self._jobs.values()), self.processed
 
     def __len__(self) -> int:
         with self._lock:

@@ -104,7 +104,7 @@ def build_middleware(settings: Settings, *, lease: Lease | None = None) -> list[
             ttl=settings.heartbeat_ttl,
             lease=lease,
         ),
-        # Right after Heartbeat, whose beat renews the lease before a message runs.
+        # Right after Heartbeat, whose hook renews the lease (a whole beat) when none reached Redis lately.
         Fence(lease=lease, jobs=jobs),
         Metrics(client=store.client, namespace=settings.broker_namespace, jobs=jobs),
         # Celery ingress and pidbox (before TaskState: a Celery task that expired while queued never starts).

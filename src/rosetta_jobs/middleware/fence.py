@@ -80,7 +80,7 @@ class Fence(Middleware):
         return working
 
     def before_process_message(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
-        # Runs after Heartbeat's beat: if Redis answered, the lease is renewed by now.
+        # Runs after Heartbeat's hook, which beats whole when no beat reached Redis lately: renewed if it answered.
         if self.lease.lost:
             logger.warning("task {}: not run, this process's lease is lost; it is given back", message.message_id)
             raise JobAbandoned(message.message_id)

@@ -8,6 +8,12 @@ same TTL, so that the per-user limits can tell a job whose worker died from one 
 What runs comes from the process's ``RunningJobs``, the registry every middleware shares. Each beat Redis
 acknowledges renews the process's ``Lease`` (``rosetta_jobs.lease``, read by ``Fence``); after a failed
 beat the next one is tried within a second.
+
+A job's start and end write only its lease (one command each, on the job's thread). The hash, with the
+busy count and what runs, is written by the heartbeat thread: every ``interval``, and soon after a job
+starts or ends, at most once per ``coalesce`` seconds, so a process running a hundred jobs a second
+writes it ten times a second, not two hundred. Only a whole beat renews the ``Lease``: a job that starts
+when none has reached Redis for an ``interval`` beats whole, on its own thread.
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ class Heartbeat(Middleware):
         ttl: float = 20.0,
         hostname: str | None = None,
         lease: Lease | None = None,
+        coalesce: float = 0.1,
     ) -> None:
         self.client = client
         self.lease = lease
@@ -52,6 +59,7 @@ class Heartbeat(Middleware):
         self.jobs = jobs
         self.interval = interval
         self.ttl = max(ttl, interval * 2)
+        self.coalesce = coalesce
         self.hostname = hostname or socket.gethostname()
         self.worker_id = ""
         self.threads = 0
@@ -60,6 +68,7 @@ class Heartbeat(Middleware):
         self.started_at = time.time()
         self._beat_lock = threading.Lock()
         self._stop = threading.Event()
+        self._changed = threading.Event()
         self._thread: threading.Thread | None = None
 
     def before_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
@@ -83,6 +92,7 @@ class Heartbeat(Middleware):
 
     def after_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         self._stop.set()
+        self._changed.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
         try:
@@ -94,7 +104,18 @@ class Heartbeat(Middleware):
             logger.warning("could not remove the heartbeat of {}: {}", self.worker_id, exc)
 
     def before_process_message(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
-        self._safe_beat()  # writes the task's lease, and the busy count is right at once
+        if not self.worker_id:  # not booted (a middleware used outside a worker)
+            return
+        if self.lease is not None and (self.lease.lost or self.lease.silent_for() > self.interval):
+            # Redis has not taken a beat lately: a whole one (this job's lease in it), so that Fence, next,
+            # sees the process's lease renewed if Redis answers now.
+            self._safe_beat()
+        else:
+            try:
+                self.client.set(self.keys.lease(message.message_id), self.worker_id, px=int(self.ttl * 1000))
+            except redis.RedisError as exc:  # the next beat writes it, if Redis answers by then
+                logger.warning("could not write the lease of {}: {}", message.message_id, exc)
+        self._changed.set()
 
     def after_process_message(
         self,
@@ -110,38 +131,57 @@ class Heartbeat(Middleware):
         self._finish(message.message_id)
 
     def _finish(self, task_id: str) -> None:
-        job = self.jobs.get(task_id)
-        if job is not None:
-            job.finished = True  # a beat of the loop thread must not renew its lease any more
-        self._safe_beat(finished=task_id)
+        if not self.worker_id:
+            return
+        with self._beat_lock:  # a beat under way finishes first; the next one no longer renews this lease
+            job = self.jobs.get(task_id)
+            if job is not None:
+                job.finished = True
+            try:
+                self.client.delete(self.keys.lease(task_id))
+            except redis.RedisError as exc:  # it expires with its TTL
+                logger.warning("could not remove the lease of {}: {}", task_id, exc)
+        self._changed.set()
 
     def _loop(self) -> None:
         wait = self.interval
-        while not self._stop.wait(wait):
-            wait = self.interval if self._safe_beat() else min(self.interval, 1.0)
+        while True:
+            changed = self._changed.wait(wait)
+            self._changed.clear()  # before the beat reads the registry: a change after this wakes the next one
+            if self._stop.is_set():
+                return
+            try:
+                beaten = self._safe_beat()
+            except Exception:  # a bug must not end the thread: the process would look dead within the TTL
+                logger.exception("heartbeat of {} failed", self.worker_id)
+                beaten = False
+            wait = self.interval if beaten else min(self.interval, 1.0)
+            if changed and self._stop.wait(self.coalesce):  # the jobs that start or end meanwhile share one write
+                return
 
-    def _safe_beat(self, *, finished: str | None = None) -> bool:
+    def _safe_beat(self) -> bool:
         if not self.worker_id:  # not booted (a middleware used outside a worker)
             return False
         try:
-            self.beat(finished=finished)
+            self.beat()
         except redis.RedisError as exc:
             logger.warning("heartbeat of {} failed: {}", self.worker_id, exc)
             return False
         return True
 
-    def beat(self, *, finished: str | None = None) -> None:
+    def beat(self) -> None:
         """Write the heartbeat hash and renew the leases of the running tasks, in one transaction.
 
-        ``finished`` is a task whose lease goes in the same transaction. Beats are serialised, so an
-        older picture (with that task still running) can never be written after it.
+        Serialised with a job's end (``_finish``), so a picture with a finished job still running, and its
+        renewed lease, can never be written after the lease was removed.
         """
         with self._beat_lock:
-            self._beat(finished)
+            self._beat()
 
-    def _beat(self, finished: str | None) -> None:
+    def _beat(self) -> None:
         now = time.time()
-        jobs = [job for job in self.jobs.snapshot() if job.id != finished and not job.finished]
+        everything, processed = self.jobs.census()
+        jobs = [job for job in everything if not job.finished]
         running = [{"task_id": j.id, "actor": j.actor, "queue": j.queue, "started_at": j.started_at} for j in jobs]
         ttl_ms = int(self.ttl * 1000)
         key = self.keys.worker(self.worker_id)
@@ -159,7 +199,8 @@ class Heartbeat(Middleware):
                 "state": self.state,
                 "started_at": self.started_at,
                 "last_seen": now,
-                "processed": self.jobs.processed + (finished is not None),
+                # A finished job leaves the registry after this hook, and counts as processed then.
+                "processed": processed + len(everything) - len(jobs),
                 "running": json.dumps(running),
             },
         )
@@ -167,8 +208,6 @@ class Heartbeat(Middleware):
         pipe.zadd(self.keys.workers(), {self.worker_id: now})
         for job in jobs:
             pipe.set(self.keys.lease(job.id), self.worker_id, px=ttl_ms)
-        if finished is not None:
-            pipe.delete(self.keys.lease(finished))
         pipe.execute()
         if self.lease is not None and self.lease.renewed():
             logger.warning("heartbeat of {} reaches Redis again: lease regained", self.worker_id)

@@ -101,7 +101,7 @@ class ExecutorConfig:
     schemas: tuple[str, ...] = ()
     max_age: float = 60.0
     idle_sessions: int = IDLE_SESSIONS
-    #: Where DuckDB spills (``DUCKDB_TEMP_DIRECTORY``, checked writable by ``session.temp_directory``); it is
+    #: Where DuckDB spills (``DUCKDB_TEMP_DIRECTORY``, checked writable by ``host.prepare_temp_directory``); it is
     #: also the executor's working directory, so that no DuckDB of the executor falls back to ``./.tmp``.
     temp_directory: str = ""
 

@@ -22,6 +22,7 @@ from ..job import Job
 from ..remote_catalog import RemoteCatalog, open_catalog
 from .cache import PreviewCache
 from .executor import Answer, ExecutorConfig, ExecutorPool
+from .host import prepare_temp_directory, process_timezone
 from .request import PreviewRequest, error_result
 from .stages import Stages
 
@@ -41,8 +42,6 @@ class PreviewRunner:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PreviewRunner:
-        from .session import prepare_temp_directory, process_timezone
-
         config = ExecutorConfig(
             memory_limit=settings.duckdb_memory_limit_bytes,
             threads=settings.duckdb_threads,
