@@ -188,6 +188,8 @@ def test_a_cancel_stops_the_running_step_and_is_kept(
     # Then the running step is stopped within seconds, the next never starts, and CANCELLED stays
     wait_until(lambda: backend.steps(run)[ids["slow"]]["status"] == "SKIPPED", 15, "the slow step stopped")
     assert time.monotonic() - cancelled_at < 10
+    # (the step's end and the run's advance are two transactions: the next step is settled just after)
+    wait_until(lambda: backend.steps(run)[ids["after"]]["status"] != "PENDING", 5, "the next step settled")
     steps = backend.steps(run)
     assert steps[ids["slow"]]["error"] == "Cancelled by user while running"
     assert (steps[ids["after"]]["status"], steps[ids["after"]]["started_at"]) == ("SKIPPED", None)
