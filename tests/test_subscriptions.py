@@ -7,7 +7,7 @@ import uuid
 
 import redis
 
-from rosetta_jobs.subscriptions import Subscriptions
+from rosetta_jobs.subscriptions import Channel, Subscriptions
 
 from .conftest import wait_until
 
@@ -20,6 +20,12 @@ def _subscribed(client: redis.Redis) -> set[str]:
     """Ids of the connections subscribed to something, on this client's database."""
     db = str(client.connection_pool.connection_kwargs.get("db", 0))
     return {c["id"] for c in client.client_list() if int(c.get("sub", 0)) > 0 and str(c.get("db")) == db}
+
+
+def _drop(client: redis.Redis, channel: Channel) -> None:
+    """Have Redis close the channel's connection, and no other (a test run beside this one has its own)."""
+    host, port = channel.pubsub.connection._sock.getsockname()[:2]  # type: ignore[union-attr]
+    assert client.client_kill_filter(addr=f"{host}:{port}") == 1
 
 
 def _publish(client: redis.Redis, name: str, data: bytes) -> None:
@@ -64,9 +70,9 @@ def test_a_wait_does_not_hear_the_channel_an_earlier_wait_left(results_redis: re
 def test_a_connection_redis_closed_is_replaced_at_the_next_wait(results_redis: redis.Redis) -> None:
     # Given an idle kept subscription whose connection Redis has closed
     subscriptions = Subscriptions(results_redis)
-    with subscriptions.channel(_channel()):
+    with subscriptions.channel(_channel()) as kept:
         pass
-    results_redis.client_kill_filter(_type="pubsub")
+    _drop(results_redis, kept)
     # When the next wait subscribes
     name = _channel()
     with subscriptions.channel(name) as channel:
@@ -84,7 +90,7 @@ def test_a_connection_closed_during_a_wait_is_replaced(results_redis: redis.Redi
     name = _channel()
     with subscriptions.channel(name) as channel:
         # When Redis closes the connection under it (a restart, an idle timeout)
-        results_redis.client_kill_filter(_type="pubsub")
+        _drop(results_redis, channel)
         threading.Thread(target=_publish, args=(results_redis, name, b"later")).start()
         # Then the wait goes on hearing the channel, on a new connection
         heard = [channel.get(timeout=1) for _ in range(5)]

@@ -26,7 +26,6 @@ from .contracts import PREVIEW, QUEUES, JobContract
 from .door import Door
 from .errors import BrokerUnavailable, TaskFailed, TaskTimeout, UnknownQueue
 from .limits import UserLimits
-from .preview.cache import PreviewCache
 from .redact import redact
 from .states import FAILURE, FINAL_STATES, PENDING, SUCCESS, exception_message, status_dict
 from .store import HISTORY_MAX, HISTORY_MAX_AGE, TaskStore
@@ -74,10 +73,8 @@ class JobClient:
         self.limits = UserLimits(
             store=self.store, broker_client=self.broker.client, namespace=namespace, max_active=max_active_per_user
         )
-        self.door: Door | None = None
-        if preview_cache_url and preview_cache_ttl > 0:
-            cache = PreviewCache.from_url(preview_cache_url, ttl=preview_cache_ttl, sentinel=sentinel)
-            self.door = Door(cache=cache, store=self.store, row_limit=preview_row_limit, hash_sql=hash_sql)
+        self.door = Door.for_cache(preview_cache_url or "", ttl=preview_cache_ttl, sentinel=sentinel, store=self.store,
+                                   row_limit=preview_row_limit, hash_sql=hash_sql)  # fmt: skip
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> JobClient:

@@ -24,6 +24,7 @@ from typing import Any
 import redis
 from loguru import logger
 
+from .connection import SentinelOptions
 from .contracts import PREVIEW
 from .errors import StateRefused
 from .preview.cache import PreviewCache
@@ -46,6 +47,16 @@ class Door:
         self.hash_sql = hash_sql
         #: The meta's ``worker``: who answered (a worker's is ``rosetta@<host>``).
         self.hostname = hostname or f"rosetta-door@{socket.gethostname()}"
+
+    @classmethod
+    def for_cache(
+        cls, url: str, *, ttl: int, sentinel: SentinelOptions, store: TaskStore, row_limit: int, hash_sql: bool
+    ) -> Door | None:
+        """The door of the preview cache at ``url`` (the workers' ``REDIS_URL``); none when the cache is off."""
+        if not url or ttl <= 0:
+            return None
+        cache = PreviewCache.from_url(url, ttl=ttl, sentinel=sentinel)
+        return cls(cache=cache, store=store, row_limit=row_limit, hash_sql=hash_sql)
 
     def answer(
         self, task_id: str, args: Sequence[Any], kwargs: Mapping[str, Any], *, queue: str, user: str | None = None

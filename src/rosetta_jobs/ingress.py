@@ -73,7 +73,6 @@ from .connection import own_pool
 from .door import Door
 from .job import RunningJobs
 from .layout import DramatiqKeys, Keys, KombuKeys, script
-from .preview.cache import PreviewCache
 from .states import FAILURE, REVOKED, build_meta, celery_exception, revoked_exception
 from .store import TaskStore
 
@@ -248,8 +247,8 @@ class CeleryIngress(Middleware):
         if task.expires is not None:
             options["celery_expires"] = int(task.expires.timestamp() * 1000)
         delay = int((task.eta.timestamp() - now) * 1000) if task.eta is not None else 0
-        cached = contract is contracts.PREVIEW and delay <= 0 and self.door is not None
-        if cached and self.door is not None and self.door.answer(task.id, args, kwargs, queue=actor.queue_name):
+        door = self.door if contract is contracts.PREVIEW and delay <= 0 else None
+        if door is not None and door.answer(task.id, args, kwargs, queue=actor.queue_name):
             return _Step(raw, "drop", task.id)  # answered from the preview cache: its SUCCESS is stored
         queue_name = actor.queue_name
         if delay > 0:
@@ -368,13 +367,9 @@ def celery_middleware(settings: Settings, *, store: TaskStore, jobs: RunningJobs
 
     middleware: list[Middleware] = []
     if settings.celery_ingress:
-        door = None
-        if settings.preview_cache_ttl > 0:
-            cache = PreviewCache.from_url(
-                settings.redis_url, ttl=settings.preview_cache_ttl, sentinel=settings.sentinel
-            )
-            door = Door(cache=cache, store=store, row_limit=settings.preview_row_limit,
-                        hash_sql=settings.hash_task_sql)  # fmt: skip
+        door = Door.for_cache(settings.redis_url, ttl=settings.preview_cache_ttl, sentinel=settings.sentinel,
+                              store=store, row_limit=settings.preview_row_limit,
+                              hash_sql=settings.hash_task_sql)  # fmt: skip
         middleware.append(
             CeleryIngress(
                 store=store,

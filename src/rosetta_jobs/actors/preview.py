@@ -81,8 +81,5 @@ def _log(request: PreviewRequest, result: Any, took: float, stages: dict[str, fl
         logger.info("preview of {}: {} rows in {:.4f} s [{}]", where, result.rows, took, breakdown)
     elif isinstance(result, codec.Raw):
         logger.info("preview of {}: cached in {:.4f} s [{}]", where, took, breakdown)
-    elif isinstance(result, dict) and result.get("error"):
+    else:  # the runner's third answer: ``error_result``
         logger.info("preview of {} answered an error to the user in {:.4f} s [{}]", where, took, breakdown)
-    else:
-        rows = len(result.get("data") or []) if isinstance(result, dict) else 0
-        logger.info("preview of {}: {} rows in {:.4f} s [{}]", where, rows, took, breakdown)
