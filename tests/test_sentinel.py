@@ -44,11 +44,11 @@ def topology() -> Iterator[SentinelTopology]:
         topo.stop()
 
 
-def _settings(topology: SentinelTopology) -> Settings:
+def _settings(topology: SentinelTopology, **extra: object) -> Settings:
     """The deployment's settings on the topology's Sentinel URLs, in a namespace of its own."""
     urls = {"broker_url": topology.url(BROKER), "result_backend_url": topology.url(RESULTS),
             "redis_url": topology.url(CACHE)}  # fmt: skip
-    return load_settings(**urls, broker_namespace=f"ns{uuid.uuid4().hex[:8]}")
+    return load_settings(**urls, broker_namespace=f"ns{uuid.uuid4().hex[:8]}", **extra)
 
 
 def _task(status: str, task_id: str) -> dict[str, object]:
@@ -56,8 +56,9 @@ def _task(status: str, task_id: str) -> dict[str, object]:
 
 
 def test_store_writes_and_lua_scripts_follow_a_failover(topology: SentinelTopology) -> None:
-    # Given the result backend's store on the Sentinel URL (WAIT for one replica: the default with Sentinel)
-    store = JobClient.from_settings(_settings(topology)).store
+    # Given the result backend's store on the Sentinel URL (WAIT for one replica: the default with Sentinel; 5 s
+    # for it, not 500 ms: a replica just re-synced after the failover may answer late on a loaded 2-CPU machine)
+    store = JobClient.from_settings(_settings(topology, redis_wait_timeout_ms=5000)).store
     assert store.replica_wait is not None and store.replica_wait.replicas == 1
     before = f"before-{uuid.uuid4().hex}"
     assert store.start(_task(STARTED, before)) == 1 and store.write(_task(SUCCESS, before))
