@@ -349,3 +349,83 @@ def test_quote_helpers_double_their_quotes() -> None:
     assert quote_literal("it's") == "'it''s'"
     with pytest.raises(PreviewError):
         quote_literal("a\x00b")
+
+
+def test_a_v2_filter_has_a_shape_with_its_values_replaced_by_their_kind() -> None:
+    # Given a v2 filter with a number, a negative decimal, a LIKE pattern, a list and a range
+    filter_sql = v2(
+        group(cond("id", ">", 42), cond("amount", "<", "-3.5"), cond("name", "LIKE", "O'Neil"), logic="OR"),
+        group(cond("status", "IN", ["A", 7]), cond("day", "BETWEEN", "2024-01-01", "2024-12-31")),
+    )
+    # When it is translated
+    result = build_filter(filter_sql)
+    # Then the shape is the WHERE with each value a constant of its kind and sign, operators and names kept
+    assert result.shape == (
+        ' WHERE ("id" > 0 OR "amount" < -0.0 OR "name" LIKE \'\') AND ("status" IN (\'\', 0) AND '
+        "\"day\" BETWEEN '' AND '')"
+    )
+    # And both parse to the same tree but for constant values
+    assert_one_condition(result.shape)
+    assert _without_constants(parse(f"SELECT * FROM t{result.where}")) == _without_constants(
+        parse(f"SELECT * FROM t{result.shape}")
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "kept"),
+    [("9" * 19, "9" * 19), ("-" + "1" * 18, "-" + "1" * 18), ("\ud800", "'\ud800'")],
+    ids=["past-bigint", "long-negative", "lone-surrogate"],
+)
+def test_a_value_the_shape_cannot_stand_for_is_kept_in_it(value: str, kept: str) -> None:
+    # Given a v2 filter on a number past BIGINT, or a string that is not UTF-8
+    # When it is translated
+    result = build_filter(v2(group(cond("c", "=", value))))
+    # Then the shape keeps that value as written, so the real text is what gets judged
+    assert result.shape == f' WHERE "c" = {kept}'
+
+
+@pytest.mark.parametrize("value", ["\u0661\u0662\u0663", "-\u0663", "\u0661.\u0662", "1\u0661", "\uff11"],
+                         ids=["arabic-indic", "negative", "decimal", "mixed", "fullwidth"])  # fmt: skip
+def test_digits_other_than_ascii_are_a_quoted_string(value: str) -> None:
+    # Given a v2 value of Unicode digits that are not 0-9 (DuckDB reads them unquoted as a name)
+    # When it is translated
+    result = build_filter(v2(group(cond("id", "=", value))))
+    # Then it is a string literal, in the WHERE and in its shape
+    assert result.where == f" WHERE \"id\" = '{value}'"
+    assert result.shape == " WHERE \"id\" = ''"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [0, -7, 2.5, -0.0, 1e400, 10**30, "9" * 19, True, None, {"a": 1}, [1, "x"], "x' OR 1=1 --", "a;b", "$1", "?",
+     "/* c */", "e'\\'", "%_", " ", "\u2028", "-", "1.", ".5", "--5", "0x1F", "\u0661\u0662", "-\u0663"],
+)  # fmt: skip
+@pytest.mark.parametrize("operator", ["=", ">", "LIKE", "IN", "BETWEEN"])
+def test_a_shape_parses_like_its_filter_but_for_constants(operator: str, value: Any) -> None:
+    # Given a v2 condition with any kind of value
+    raw = cond("c", operator, value, value)
+    # When it is translated
+    result = build_filter(v2(group(raw, cond("d", "=", "x"))))
+    # Then the shape and the real WHERE parse to one tree, constants aside
+    assert _without_constants(parse(f"SELECT * FROM t{result.where}")) == _without_constants(
+        parse(f"SELECT * FROM t{result.shape}")
+    )
+
+
+@pytest.mark.parametrize("filter_sql", ["a > 1; b = 'x'", None], ids=["legacy", "none"])
+def test_only_a_filter_of_ours_has_a_shape(filter_sql: str | None) -> None:
+    # Given a legacy filter (the user's SQL text), or none at all
+    # When it is translated
+    result = build_filter(filter_sql)
+    # Then a legacy filter has no shape (its text must be judged itself), and no filter has the empty one
+    assert result.shape == (None if filter_sql else "")
+
+
+def _without_constants(tree: Any) -> Any:
+    if isinstance(tree, dict):
+        if tree.get("class") == "CONSTANT":
+            return "CONSTANT"
+        return {k: _without_constants(v) for k, v in tree.items() if k != "query_location"}
+    if isinstance(tree, list):
+        return [_without_constants(v) for v in tree]
+    return tree

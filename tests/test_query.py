@@ -435,3 +435,54 @@ def test_parse_table_name_remembers_quoting() -> None:
     # Then quoting is kept for the exact-name rule, and equality ignores it
     assert written.schema_quoted and not written.name_quoted
     assert written == TableRef("My", "orders")
+
+
+def v2_filter(*conditions: tuple[str, str, Any]) -> str:
+    listed = [{"column": column, "operator": operator, "value": value} for column, operator, value in conditions]
+    return json.dumps({"version": 2, "groups": [{"conditions": listed}]})
+
+
+def test_previews_whose_filters_differ_only_in_values_are_judged_once(
+    session: duckdb.DuckDBPyConnection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a process that judged no statement yet, and a parser that counts its calls
+    query._check_plain.cache_clear()
+    parses = count_calls(monkeypatch, "parse")
+    # When three previews are built whose v2 filters differ only in their values
+    values = ((1, "a"), (10, "a"), (4, "GAM"))
+    filters = [v2_filter(("amount", ">", low), ("name", "ILIKE", text)) for low, text in values]
+    statements = [build_statement(request(filter_sql=f), source_alias=ALIAS) for f in filters]
+    # Then DuckDB parsed one statement: their shape, with a constant of each value's kind
+    assert parses == [f'SELECT * FROM "{ALIAS}"."public"."orders" AS "orders" WHERE ("amount" > 0 AND '
+                      "\"name\" ILIKE '') LIMIT 500"]  # fmt: skip
+    assert '("amount" > 4 AND "name" ILIKE \'%GAM%\')' in statements[2]
+    # And each statement runs with its own values
+    assert [[r["id"] for r in run(session, s)] for s in statements] == [[1, 2, 3], [2, 3], [3]]
+
+
+def test_a_hostile_value_in_a_judged_shape_stays_one_literal(session: duckdb.DuckDBPyConnection) -> None:
+    # Given a shape judged before, with a harmless value
+    build_statement(request(filter_sql=v2_filter(("name", "=", "alpha"))), source_alias=ALIAS)
+    # When the same shape comes with values written to escape the literal
+    for value in ("x' OR 1=1 --", "x'); SELECT * FROM secrets; --", "x\\' UNION SELECT 1, secret FROM secrets"):
+        statement = build_statement(request(filter_sql=v2_filter(("name", "=", value))), source_alias=ALIAS)
+        # Then each is one string constant of one condition: nothing matches and nothing else is read
+        condition = parse(statement)["statements"][0]["node"]["where_clause"]
+        assert condition["class"] == "COMPARISON"
+        assert condition["right"] == {**condition["right"], "class": "CONSTANT"}
+        assert condition["right"]["value"]["value"] == value
+        assert run(session, statement) == []
+
+
+def test_the_same_shape_on_a_table_with_other_case_variants_is_judged_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given a shape judged for orders when the source had no case variant of it
+    query._check_plain.cache_clear()
+    preview = request(filter_sql=v2_filter(("id", "=", 1)))
+    build_statement(preview, source_alias=ALIAS, table=TableRef("public", "orders"))
+    parses = count_calls(monkeypatch, "parse")
+    # When it comes again for orders beside an ORDERS (the equality of TableRef leaves variants out)
+    variant = TableRef("public", "orders", name_variants=frozenset({"orders", "ORDERS"}))
+    build_statement(preview, source_alias=ALIAS, table=variant)
+    build_statement(preview, source_alias=ALIAS, table=variant)
+    # Then it is judged again for that table, once
+    assert len(parses) == 1

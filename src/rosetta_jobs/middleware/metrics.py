@@ -10,12 +10,22 @@ and queue wait come from the job context (``RunningJobs``), like everything a jo
 
 Placed *before* ``Retries`` (like ``TaskState``): ``after_*`` hooks run in reverse
 order, so the outcome is known (``message.failed`` set by ``Retries``) when this runs.
+
+In a worker, the counts are summed in the process and written by a thread soon after a job ends, at
+most once per ``coalesce`` seconds: a process running a hundred jobs a second writes ten pipelines, not
+a hundred. A final failure is written at once, with whatever is pending (the dashboard lists it), and so
+is everything at shutdown. Counts are written at most once, as a job's were before: a batch Redis does
+not take is dropped with a warning (a pipeline that fails while reading its replies may have been
+applied, and written again it would count twice). While Redis answers, a SIGKILL loses at most the
+last ``coalesce`` seconds of counts.
 """
 
 from __future__ import annotations
 
 import json
+import threading
 import time
+from collections import Counter, defaultdict
 from typing import Any, cast
 
 import dramatiq
@@ -82,10 +92,31 @@ def _outcome(message: dramatiq.MessageProxy, job: Job | None, exception: BaseExc
 class Metrics(Middleware):
     """Counts jobs by actor, queue and outcome, and observes duration and queue wait."""
 
-    def __init__(self, *, client: redis.Redis, namespace: str, jobs: RunningJobs) -> None:
+    def __init__(self, *, client: redis.Redis, namespace: str, jobs: RunningJobs, coalesce: float = 0.1) -> None:
         self.client = client
         self.namespace = namespace
         self.jobs = jobs
+        self.coalesce = coalesce
+        self._counts: Counter[tuple[str, str]] = Counter()  # (metric, field) -> increment
+        self._sums: defaultdict[tuple[str, str], float] = defaultdict(float)
+        self._failures: list[str] = []
+        self._lock = threading.Lock()
+        self._pending = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name="rosetta-metrics", daemon=True)
+        self._thread.start()
+
+    def after_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        self._stop.set()
+        self._pending.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+        self.flush()
 
     def after_process_message(
         self,
@@ -102,10 +133,9 @@ class Metrics(Middleware):
         self._record(message, None, "rejected" if message.failed else "skipped", None)
 
     def after_nack(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
-        self._write(lambda pipe: pipe.hincrby(self._key("dead_lettered"), self._labels(message), 1))
-
-    def _key(self, name: str) -> str:
-        return metrics_key(self.namespace, name)
+        with self._lock:
+            self._counts["dead_lettered", self._labels(message)] += 1
+        self._written(at_once=False)
 
     @staticmethod
     def _labels(message: dramatiq.MessageProxy) -> str:
@@ -116,40 +146,71 @@ class Metrics(Middleware):
     ) -> None:
         labels = self._labels(message)
         counted = outcome in ("success", "failure", "retry", "cancelled", "timeout")
-
-        def write(pipe: Any) -> None:
-            pipe.hincrby(self._key("jobs"), _field(labels, outcome), 1)
+        failure = None
+        if exception is not None and outcome in ("failure", "timeout"):  # final: listed on the dashboard
+            failure = {
+                "task_id": message.message_id,
+                "actor": message.actor_name,
+                "queue": q_name(message.queue_name),
+                "error_type": type(exception).__qualname__,
+                "error": str(exception)[:_ERROR_TEXT],
+                "at": time.time(),
+            }
+        with self._lock:
+            self._counts["jobs", _field(labels, outcome)] += 1
             if job is not None and counted:
                 waited = job.waited
                 duration = time.time() - job.started_at
-                pipe.hincrby(self._key("duration"), _field(labels, bucket_index(duration, DURATION_BUCKETS)), 1)
-                pipe.hincrbyfloat(self._key("duration"), _field(labels, "sum"), duration)
-                pipe.hincrby(self._key("wait"), _field(labels, bucket_index(waited, WAIT_BUCKETS)), 1)
-                pipe.hincrbyfloat(self._key("wait"), _field(labels, "sum"), waited)
+                self._counts["duration", _field(labels, bucket_index(duration, DURATION_BUCKETS))] += 1
+                self._sums["duration", _field(labels, "sum")] += duration
+                self._counts["wait", _field(labels, bucket_index(waited, WAIT_BUCKETS))] += 1
+                self._sums["wait", _field(labels, "sum")] += waited
             if exception is not None and outcome in ("failure", "retry", "timeout"):
                 error_type = type(exception).__qualname__
-                pipe.hincrby(self._key("failures"), _field(labels, error_type), 1)
-                if outcome != "retry":
-                    failure = {
-                        "task_id": message.message_id,
-                        "actor": message.actor_name,
-                        "queue": q_name(message.queue_name),
-                        "error_type": error_type,
-                        "error": str(exception)[:_ERROR_TEXT],
-                        "at": time.time(),
-                    }
-                    pipe.lpush(self._key("recent_failures"), json.dumps(failure, default=str))
-                    pipe.ltrim(self._key("recent_failures"), 0, RECENT_FAILURES - 1)
+                self._counts["failures", _field(labels, error_type)] += 1
+            if failure is not None:
+                self._failures.append(json.dumps(failure, default=str))
+        self._written(at_once=failure is not None)
 
-        self._write(write)
+    def _written(self, *, at_once: bool) -> None:
+        if at_once or self._thread is None:  # outside a worker (no thread) every count is written at once
+            self.flush()
+        else:
+            self._pending.set()
 
-    def _write(self, fill: Any) -> None:
+    def _loop(self) -> None:
+        while True:
+            self._pending.wait()
+            self._pending.clear()  # before the flush takes the counts: a job ending after this wakes the next
+            if self._stop.is_set():
+                return
+            try:
+                self.flush()
+            except Exception:  # a bug must not end the thread: counts would pile up unwritten
+                logger.exception("metrics could not be written")
+            if self._stop.wait(self.coalesce):  # the jobs that end meanwhile share one write
+                return
+
+    def flush(self) -> None:
+        """Write the counts summed since the last flush, in one pipeline (dropped if Redis fails: at most once)."""
+        with self._lock:
+            counts, sums, failures = self._counts, self._sums, self._failures
+            self._counts, self._sums, self._failures = Counter(), defaultdict(float), []
+        if not (counts or sums or failures):
+            return
         try:
             pipe = self.client.pipeline(transaction=False)
-            fill(pipe)
+            for (metric, field), amount in counts.items():
+                pipe.hincrby(metrics_key(self.namespace, metric), field, amount)
+            for (metric, field), total in sums.items():
+                pipe.hincrbyfloat(metrics_key(self.namespace, metric), field, total)
+            if failures:  # one LPUSH of many pushes each in turn: the newest ends up first
+                pipe.lpush(metrics_key(self.namespace, "recent_failures"), *failures)
+                pipe.ltrim(metrics_key(self.namespace, "recent_failures"), 0, RECENT_FAILURES - 1)
             pipe.execute()
         except redis.RedisError as exc:  # a metric is never worth failing a job for
-            logger.warning("could not record metrics: {}", exc)
+            ends = sum(n for (metric, _), n in counts.items() if metric == "jobs")
+            logger.warning("could not record the metrics of {} job ends: {}", ends, exc)
 
 
 def read_recent_failures(client: redis.Redis, namespace: str, *, limit: int = 20) -> list[dict[str, Any]]:

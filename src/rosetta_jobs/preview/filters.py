@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +27,9 @@ OPERATORS = (
 )  # fmt: skip
 LOGIC_WORDS = ("AND", "OR")
 _LIKE = ("LIKE", "ILIKE", "NOT LIKE", "NOT ILIKE")
-_NUMERIC = re.compile(r"-?\d+(\.\d+)?")
+_NUMERIC = re.compile(r"-?[0-9]+(\.[0-9]+)?")  # ASCII digits only: DuckDB reads "١٢٣" as a name
+#: The longest number a v2 filter's shape writes as ``0``: 18 digits fit a BIGINT and a DECIMAL(18).
+_PLAIN_NUMBER = 18
 _COLUMN_PART = re.compile(r'[A-Za-z_][A-Za-z0-9_]*|"(?:[^"]|"")+"')
 
 
@@ -51,19 +54,23 @@ class Filter:
     where: str = ""
     #: Legacy parts as written: the sandbox's token checks must pass each one (v2 filters have none).
     sql_parts: tuple[str, ...] = ()
+    #: ``where`` with each literal of a v2 filter replaced by a constant of its kind (``0``, ``-0.0``, ``''``):
+    #: every filter of one shape parses to the same tree but for constant values, which the sandbox never
+    #: judges, so one verdict serves them all. ``None`` for a legacy filter: its text is the user's SQL.
+    shape: str | None = None
 
 
 def build_filter(filter_sql: str | None) -> Filter:
     """The filter for the previewed table: no WHERE at all when nothing is left to filter on."""
     if not filter_sql or not filter_sql.strip():
-        return Filter()
+        return Filter(shape="")
     spec = _v2(filter_sql)
     if spec is None:
         parts = _legacy_parts(filter_sql)
         condition = " AND ".join(f"({part}\n)" if "--" in part else f"({part})" for part in parts)
         return Filter(f" WHERE {condition}" if condition else "", parts)
-    condition = _v2_condition(spec)
-    return Filter(f" WHERE {condition}" if condition else "")
+    condition, shape = _v2_condition(spec, _literal), _v2_condition(spec, _placeholder)
+    return Filter(f" WHERE {condition}" if condition else "", shape=f" WHERE {shape}" if shape else "")
 
 
 def where_clause(filter_sql: str | None) -> str:
@@ -88,11 +95,15 @@ def _legacy_parts(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in split_text(text) if part.strip())
 
 
-def _v2_condition(spec: dict[str, Any]) -> str:
+#: How a v2 filter writes a value: as itself (``_literal``) or as a placeholder of its kind (``_placeholder``).
+_Render = Callable[[str, bool], str]
+
+
+def _v2_condition(spec: dict[str, Any], render: _Render) -> str:
     inter = _list(spec.get("interLogic"), "interLogic")
     parts: list[str] = []
     for index, group in enumerate(_list(spec.get("groups"), "groups")):
-        text = _group(group)
+        text = _group(group, render)
         if not text:
             continue
         if parts:
@@ -101,17 +112,17 @@ def _v2_condition(spec: dict[str, Any]) -> str:
     return " ".join(parts)
 
 
-def _group(group: Any) -> str:
+def _group(group: Any, render: _Render) -> str:
     if not isinstance(group, dict):
         raise PreviewError("Invalid filter: each group must be an object with 'conditions'.")
-    conditions = [c for c in (_condition(raw) for raw in _list(group.get("conditions"), "conditions")) if c]
+    conditions = [c for c in (_condition(raw, render) for raw in _list(group.get("conditions"), "conditions")) if c]
     if not conditions:
         return ""
     text = f" {_logic(group.get('intraLogic'))} ".join(conditions)
     return f"({text})" if len(conditions) > 1 else text
 
 
-def _condition(raw: Any) -> str:
+def _condition(raw: Any, render: _Render) -> str:
     if not isinstance(raw, dict):
         raise PreviewError("Invalid filter: each condition must be an object with column, operator and value.")
     column = _column(raw.get("column"))
@@ -124,17 +135,17 @@ def _condition(raw: Any) -> str:
     if op in ("IN", "NOT IN"):
         if value == "" or raw.get("value") == []:
             return ""  # no list at all ("", [] or null) drops the condition, as an empty value does below
-        return f"{column} {op} ({_in_list(raw.get('value'))})"
+        return f"{column} {op} ({_in_list(raw.get('value'), render)})"
     if value == "":
         return ""  # spec 2.5: an empty value drops the condition
     if op == "BETWEEN":
         upper = _text(raw.get("value2"))
         if upper == "":
             raise PreviewError(f"Filter on {column}: BETWEEN needs both 'value' and 'value2'.")
-        return f"{column} BETWEEN {_literal(value)} AND {_literal(upper)}"
+        return f"{column} BETWEEN {render(value, False)} AND {render(upper, False)}"
     if op in _LIKE:
-        return f"{column} {op} {quote_literal(value if '%' in value or '_' in value else f'%{value}%')}"
-    return f"{column} {op} {_literal(value)}"
+        return f"{column} {op} {render(value if '%' in value or '_' in value else f'%{value}%', True)}"
+    return f"{column} {op} {render(value, False)}"
 
 
 def _column(raw: Any) -> str | None:
@@ -171,13 +182,32 @@ def _logic(raw: Any) -> str:
     return word
 
 
-def _in_list(raw: Any) -> str:
+def _in_list(raw: Any, render: _Render) -> str:
     items = [_text(v) for v in raw] if isinstance(raw, list) else _text(raw).split(",")
-    return ", ".join(_literal(item.strip()) for item in items)
+    return ", ".join(render(item.strip(), False) for item in items)
 
 
-def _literal(value: str) -> str:
-    return value if _NUMERIC.fullmatch(value) else quote_literal(value)
+def _literal(value: str, text: bool) -> str:
+    """A number as written when it is one (and ``text`` is not asked for), else a quoted string."""
+    return value if not text and _NUMERIC.fullmatch(value) else quote_literal(value)
+
+
+def _placeholder(value: str, text: bool) -> str:
+    """A constant that lexes and parses like ``_literal(value, text)``: same kind, same sign.
+
+    Kept as they are, so that the real text is parsed as before: a number of more than 18 characters (past
+    BIGINT, where DuckDB types it otherwise) and a string that cannot be sent as UTF-8 (a lone surrogate).
+    """
+    if not text and (match := _NUMERIC.fullmatch(value)):
+        if len(value) > _PLAIN_NUMBER:
+            return value
+        return ("-0" if value.startswith("-") else "0") + (".0" if match.group(1) else "")
+    quoted = quote_literal(value)
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return quoted
+    return "''"
 
 
 def _text(value: Any) -> str:

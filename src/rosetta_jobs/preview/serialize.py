@@ -13,12 +13,15 @@ only), so a result that went through the JSON cache equals the fresh one.
 
 from __future__ import annotations
 
+import array
 import binascii
+import contextlib
 import functools
+import gc
 import json
 import math
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
@@ -111,9 +114,28 @@ def serialize(data: pa.Table | pa.RecordBatchReader, *, max_rows: int | None = N
     table = _table(data, max_rows)
     names = column_names(table.column_names)
     labels = [column_label(field.type) for field in table.schema]
-    columns = [json_values(column) for column in table.columns]
-    rows = list(map(_row_maker(tuple(names)), *columns)) if columns else [{} for _ in range(table.num_rows)]
+    with _no_collection():
+        columns = [json_values(column) for column in table.columns]
+        rows = list(map(_row_maker(tuple(names)), *columns)) if columns else [{} for _ in range(table.num_rows)]
     return {"columns": names, "column_types": labels, "data": rows, "error": None}
+
+
+@contextlib.contextmanager
+def _no_collection() -> Iterator[None]:
+    """Python's cycle collector paused: the values and rows built here hold no cycles, and at 50,000 rows
+    the collections their ~600,000 new objects set off took ~8 % of the serialisation.
+
+    The collector is process-wide: only the call that paused it starts it again, so a concurrent
+    serialisation can at worst run with it on, and it is never left off.
+    """
+    paused = gc.isenabled()
+    if paused:
+        gc.disable()
+    try:
+        yield
+    finally:
+        if paused:
+            gc.enable()
 
 
 @functools.lru_cache(maxsize=64)
@@ -489,7 +511,7 @@ def _uuids(storage: pa.FixedSizeBinaryArray) -> _Values:
     n = len(storage)
     start = storage.offset * 16
     digits = storage.buffers()[1].to_pybytes()[start : start + n * 16].hex().encode("ascii")
-    offsets = pa.array(range(0, n * 32 + 1, 32), pa.int32()).buffers()[1]
+    offsets = pa.py_buffer(array.array("i", range(0, n * 32 + 1, 32)))  # ~10x faster than pa.array(range(...))
     hexed = pa.Array.from_buffers(pa.string(), n, [None, offsets, pa.py_buffer(digits)])
     text = pc.binary_join_element_wise(*(pc.utf8_slice_codeunits(hexed, a, b) for a, b in _UUID_PARTS), "-")
     if storage.null_count:
