@@ -89,7 +89,8 @@ def test_a_partitioned_worker_stops_its_jobs_and_never_overwrites_the_rerun(
     try:
         cut_off = start_worker(threads=2, BROKER_URL=proxy.url(BROKER_DB), RESULT_BACKEND_URL=proxy.url(RESULTS_DB),
                                REDIS_URL=proxy.url(CACHE_DB), **FAST)  # fmt: skip
-        seconds = f"{40 + uuid.uuid4().int % 1000 / 100:.2f}"  # a sleep no other process runs
+        # A sleep no other process runs, spelled as the job spells it: str() of the float (40.2, never 40.20).
+        seconds = str(40 + uuid.uuid4().int % 1000 / 100)
         held = client.send("tests.hold_first", (uuid.uuid4().hex, float(seconds)))
         wait_until(lambda: sleeping(seconds), what="the first run's subprocess")
         quick = client.send("tests.pid", (0.6,))
