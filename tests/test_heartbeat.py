@@ -139,5 +139,5 @@ def test_shutdown_stops_the_thread_and_removes_the_process_at_once(results_redis
     beat.after_worker_shutdown(BROKER, WORKER)
     # Then the thread ends well within an interval, and the process's hash and index entry are gone
     assert time.monotonic() - started < 2
-    assert beat._thread is not None and not beat._thread.is_alive()
+    assert beat._beats.thread is not None and not beat._beats.thread.is_alive()
     assert read_workers(results_redis, beat.keys.namespace) == []

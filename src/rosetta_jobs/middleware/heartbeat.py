@@ -31,6 +31,7 @@ from dramatiq.common import q_name
 from dramatiq.middleware import Middleware
 from loguru import logger
 
+from ..coalesce import Coalescer
 from ..job import RunningJobs
 from ..layout import Keys
 from ..lease import Lease
@@ -59,7 +60,6 @@ class Heartbeat(Middleware):
         self.jobs = jobs
         self.interval = interval
         self.ttl = max(ttl, interval * 2)
-        self.coalesce = coalesce
         self.hostname = hostname or socket.gethostname()
         self.worker_id = ""
         self.threads = 0
@@ -67,9 +67,7 @@ class Heartbeat(Middleware):
         self.state = "running"
         self.started_at = time.time()
         self._beat_lock = threading.Lock()
-        self._stop = threading.Event()
-        self._changed = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._beats = Coalescer(self._beat_soon, coalesce=coalesce, name="rosetta-heartbeat")
 
     def before_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         # Before the worker threads start: a job they take before ``after_worker_boot`` beats as this process.
@@ -80,10 +78,8 @@ class Heartbeat(Middleware):
         self.started_at = time.time()
 
     def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
-        self._stop.clear()
         self._safe_beat()  # visible at once, not one interval later
-        self._thread = threading.Thread(target=self._loop, name="rosetta-heartbeat", daemon=True)
-        self._thread.start()
+        self._beats.start(wait=self.interval)
 
     def before_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         # Still beating while in-flight jobs finish, but no longer counted as taking work.
@@ -91,10 +87,7 @@ class Heartbeat(Middleware):
         self._safe_beat()
 
     def after_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
-        self._stop.set()
-        self._changed.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        self._beats.stop()
         try:
             pipe = self.client.pipeline(transaction=True)
             pipe.delete(self.keys.worker(self.worker_id))
@@ -115,7 +108,7 @@ class Heartbeat(Middleware):
                 self.client.set(self.keys.lease(message.message_id), self.worker_id, px=int(self.ttl * 1000))
             except redis.RedisError as exc:  # the next beat writes it, if Redis answers by then
                 logger.warning("could not write the lease of {}: {}", message.message_id, exc)
-        self._changed.set()
+        self._beats.poke()
 
     def after_process_message(
         self,
@@ -141,23 +134,16 @@ class Heartbeat(Middleware):
                 self.client.delete(self.keys.lease(task_id))
             except redis.RedisError as exc:  # it expires with its TTL
                 logger.warning("could not remove the lease of {}: {}", task_id, exc)
-        self._changed.set()
+        self._beats.poke()
 
-    def _loop(self) -> None:
-        wait = self.interval
-        while True:
-            changed = self._changed.wait(wait)
-            self._changed.clear()  # before the beat reads the registry: a change after this wakes the next one
-            if self._stop.is_set():
-                return
-            try:
-                beaten = self._safe_beat()
-            except Exception:  # a bug must not end the thread: the process would look dead within the TTL
-                logger.exception("heartbeat of {} failed", self.worker_id)
-                beaten = False
-            wait = self.interval if beaten else min(self.interval, 1.0)
-            if changed and self._stop.wait(self.coalesce):  # the jobs that start or end meanwhile share one write
-                return
+    def _beat_soon(self) -> float:
+        """The thread's beat; the seconds to the next one without a change (sooner after a failed one)."""
+        try:
+            beaten = self._safe_beat()
+        except Exception:  # a bug must not end the beats: the process would look dead within the TTL
+            logger.exception("heartbeat of {} failed", self.worker_id)
+            beaten = False
+        return self.interval if beaten else min(self.interval, 1.0)
 
     def _safe_beat(self) -> bool:
         if not self.worker_id:  # not booted (a middleware used outside a worker)

@@ -34,6 +34,7 @@ from dramatiq.common import q_name
 from dramatiq.middleware import Middleware
 from loguru import logger
 
+from ..coalesce import Coalescer
 from ..errors import JobAbandoned, JobCancelled, JobTimedOut
 from ..job import Job, RunningJobs
 from ..layout import Keys
@@ -96,26 +97,17 @@ class Metrics(Middleware):
         self.client = client
         self.namespace = namespace
         self.jobs = jobs
-        self.coalesce = coalesce
         self._counts: Counter[tuple[str, str]] = Counter()  # (metric, field) -> increment
         self._sums: defaultdict[tuple[str, str], float] = defaultdict(float)
         self._failures: list[str] = []
         self._lock = threading.Lock()
-        self._pending = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._writes = Coalescer(self.flush, coalesce=coalesce, name="rosetta-metrics")
 
     def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._loop, name="rosetta-metrics", daemon=True)
-        self._thread.start()
+        self._writes.start()
 
     def after_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
-        self._stop.set()
-        self._pending.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
+        self._writes.stop()
         self.flush()
 
     def after_process_message(
@@ -173,23 +165,10 @@ class Metrics(Middleware):
         self._written(at_once=failure is not None)
 
     def _written(self, *, at_once: bool) -> None:
-        if at_once or self._thread is None:  # outside a worker (no thread) every count is written at once
+        if at_once or not self._writes.running:  # outside a worker (no thread) every count is written at once
             self.flush()
         else:
-            self._pending.set()
-
-    def _loop(self) -> None:
-        while True:
-            self._pending.wait()
-            self._pending.clear()  # before the flush takes the counts: a job ending after this wakes the next
-            if self._stop.is_set():
-                return
-            try:
-                self.flush()
-            except Exception:  # a bug must not end the thread: counts would pile up unwritten
-                logger.exception("metrics could not be written")
-            if self._stop.wait(self.coalesce):  # the jobs that end meanwhile share one write
-                return
+            self._writes.poke()
 
     def flush(self) -> None:
         """Write the counts summed since the last flush, in one pipeline (dropped if Redis fails: at most once)."""

@@ -202,11 +202,10 @@ def _placeholder(value: str, text: bool) -> str:
         if len(value) > _PLAIN_NUMBER:
             return value
         return ("-0" if value.startswith("-") else "0") + (".0" if match.group(1) else "")
-    quoted = quote_literal(value)
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
-        return quoted
+        return quote_literal(value)
     return "''"
 
 
