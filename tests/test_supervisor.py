@@ -47,7 +47,11 @@ def test_a_killed_worker_process_is_replaced_and_its_job_still_finishes(
     killed_at = time.monotonic()
 
     # Then a new process takes its place within seconds, and the other one kept running
-    wait_until(lambda: len(children(worker.proc.pid)) == 2 and victim not in children(worker.proc.pid), 10, "respawn")
+    def replaced() -> bool:  # one look at /proc: two looks can see the dead one unreaped, then reaped
+        now = children(worker.proc.pid)
+        return len(now) == 2 and victim not in now
+
+    wait_until(replaced, 10, "respawn")
     replaced_in = time.monotonic() - killed_at
     after = children(worker.proc.pid)
     assert survivor in after and replaced_in < 5
