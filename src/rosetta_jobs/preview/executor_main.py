@@ -88,6 +88,9 @@ class Engine:
         self.schemas = frozenset(schemas)
         self._lock = threading.Lock()
         self._seq: int | None = None
+        #: The highest ``seq`` begun, and a stop that came for a later one before it began (kept for it).
+        self._begun = 0
+        self._early: tuple[int, type[JobInterrupt]] | None = None
         self._stop: threading.Event = threading.Event()
         self._reason: type[JobInterrupt] = JobCancelled
         self._session: Any = None
@@ -99,8 +102,12 @@ class Engine:
         self._tables_lock = threading.Lock()
 
     def stop(self, seq: int, reason: type[JobInterrupt]) -> None:
-        """Interrupt the preview ``seq`` if it is the one running (a late stop of an earlier one is ignored)."""
+        """Interrupt the preview ``seq`` if it is the one running, or as it begins if it has not yet (the stop
+        can overtake it: previews wait their turn on another thread). A late stop of an earlier one is ignored."""
         with self._lock:
+            if seq > self._begun:
+                self._early = (seq, reason)
+                return
             if seq != self._seq or self._stop.is_set():
                 return
             self._reason = reason
@@ -111,8 +118,12 @@ class Engine:
     def run(self, seq: int, task: dict[str, Any]) -> tuple[dict[str, Any], bytes | None]:
         """The answer header for ``task``, and the result's JSON when there is one."""
         with self._lock:
-            self._seq, self._session = seq, None
+            self._seq, self._session, self._begun = seq, None, seq
+            early, self._early = self._early, None
             self._stop.clear()
+            if early is not None and early[0] == seq:
+                self._reason = early[1]
+                self._stop.set()
         if task.get("kind") == "flow":  # a flow's DuckDB work (issue 13), under this process's same bounds
             return self._run_flow(seq, task)
         source = SourceConfig(**task["source"])
