@@ -217,6 +217,31 @@ def test_a_cancel_reaches_the_executor(make_pool: Any, source: dict[str, Any]) -
     assert time.monotonic() - started < GRACE + 0.5
 
 
+def test_sent_runs_while_the_executor_has_the_preview_and_a_stop_there_still_ends_it(
+    make_pool: Any, source: dict[str, Any]
+) -> None:
+    # Given a pool whose executor is started, and a long preview under a job
+    pool = make_pool()
+    run(pool, source, None)
+    [pid] = pool.pids()
+    job = Job(id="stop-at-sent", actor="worker.preview.execute", queue="preview", time_limit=60,
+              deadline=time.monotonic() + 60)  # fmt: skip
+    seen: list[bool] = []
+
+    def sent() -> None:  # as a PROGRESS write does when the job was cancelled meanwhile
+        seen.append(pool.busy() == 1)
+        job.stop(JobCancelled)
+        job.check()
+
+    # When the job is cancelled while `sent` runs, and `sent` raises the cancel
+    with pytest.raises(JobCancelled):
+        pool.run(task(source, HEAVY), fingerprint="src", deadline=time.monotonic() + 60, job=job, sent=sent)
+    # Then `sent` ran once, with the preview in the executor; the cancel reached the query; the executor is kept
+    assert seen == [True]
+    assert pool.pids() == [pid]
+    assert run(pool, source, None).result["error"] is None
+
+
 def test_a_dead_idle_executor_is_replaced(make_pool: Any, source: dict[str, Any]) -> None:
     # Given an idle executor that died (killed from outside)
     pool = make_pool()

@@ -21,6 +21,7 @@ from rosetta_jobs.store import TaskStore
 
 from .conftest import (
     BROKER_DB,
+    CACHE_DB,
     REDIS_HOST,
     REDIS_PORT,
     RESULTS_DB,
@@ -103,6 +104,9 @@ def test_a_cached_preview_sent_again_is_answered_at_the_door(
     args = ["SELECT status FROM orders ORDER BY status", databases.source_id, databases.destination_id, "orders", None]
     first = producer.send_task("worker.preview.execute", args=args, queue="preview")
     answer = first.get(timeout=30)
+    cache = redis.Redis.from_url(redis_url(CACHE_DB))
+    wait_until(lambda: cache.keys("preview:*"), 5, "the answer cached (right after its SUCCESS)")
+    cache.close()
     # When the backend sends it again
     again = producer.send_task("worker.preview.execute", args=args, queue="preview")
     # Then the ingress answers it from the cache: the same result, written by the door, not by an actor

@@ -21,6 +21,7 @@ import redis
 from celery import Celery
 from celery.exceptions import TimeLimitExceeded
 from dramatiq import Message
+from loguru import logger
 
 from rosetta_jobs.client import JobClient
 from rosetta_jobs.errors import JobCancelled, JobTimedOut
@@ -150,6 +151,28 @@ def test_wait_returns_early_and_raises_the_stop() -> None:
     assert time.monotonic() - began < 1.0
     # And the registry counts it as processed once it is removed
     assert jobs.remove("t") is job and jobs.processed == 1 and len(jobs) == 0
+
+
+def test_work_put_off_to_the_end_runs_once_in_order_and_a_failure_does_not_stop_the_rest() -> None:
+    # Given a job that put off three pieces of work, the second of which fails
+    job = Job(id="t", actor="a", queue="q", time_limit=None, deadline=None)
+    done: list[str] = []
+    job.after_end(lambda: done.append("first"))
+    job.after_end(lambda: 1 / 0)
+    job.after_end(lambda: done.append("third"))
+    # When nothing has ended it yet, Then none ran
+    assert done == []
+    # When the job ends (twice: a second end finds nothing left)
+    logged: list[str] = []
+    sink = logger.add(logged.append, level="ERROR")
+    try:
+        job.ended()
+        job.ended()
+    finally:
+        logger.remove(sink)
+    # Then each ran once, in order, and the failure was logged with the task id
+    assert done == ["first", "third"]
+    assert len(logged) == 1 and "task t: work after its end failed" in logged[0]
 
 
 def test_a_plain_dramatiq_actor_is_under_the_job_context_too(worker: WorkerProcess, client: JobClient) -> None:

@@ -16,7 +16,12 @@ import redis
 
 from rosetta_jobs.catalog import config_schema_sql
 from rosetta_jobs.client import JobClient
+from rosetta_jobs.config import Settings
 from rosetta_jobs.crypto import Cipher
+from rosetta_jobs.job import Job
+from rosetta_jobs.preview import PreviewRequest
+from rosetta_jobs.preview.cache import cache_key
+from rosetta_jobs.preview.pipeline import PreviewRunner
 
 from .conftest import (
     CACHE_DB,
@@ -28,6 +33,7 @@ from .conftest import (
     drop_database,
     launch_worker,
     redis_url,
+    wait_until,
 )
 
 NASTY_PASSWORD = "p@ss w:rd/'%\\x"
@@ -165,6 +171,35 @@ def test_preview_progress_meta(worker: WorkerProcess, client: JobClient, databas
     assert {"status": "executing", "table_name": "orders"} in [e["result"] for e in seen if e["status"] == "PROGRESS"]
 
 
+def test_a_fresh_preview_says_progress_while_it_runs_and_is_cached_once_its_job_ended(databases: Fixture) -> None:
+    # Given this process's preview runner over the module's databases, and a job that records its PROGRESS
+    settings = Settings(_env_file=None, database_url=databases.config_url, credential_encryption_key=TEST_KEY,
+                        redis_url=redis_url(CACHE_DB), duckdb_max_concurrent=1)  # fmt: skip
+    runner = PreviewRunner.from_settings(settings)
+    progress: list[tuple[dict, int]] = []  # each PROGRESS meta, and how many executors ran a preview then
+
+    def write(job: Job, meta: dict) -> None:
+        progress.append((meta, runner.executors.busy()))
+
+    job = Job(id=str(uuid.uuid4()), actor="worker.preview.execute", queue="preview", time_limit=30,
+              deadline=time.monotonic() + 30, progress_writer=write)  # fmt: skip
+    request = PreviewRequest.from_arguments("SELECT id FROM orders ORDER BY id LIMIT 3", databases.source_id,
+                                            databases.destination_id, "orders", None, False, row_limit=500)  # fmt: skip
+    try:
+        # When a preview no cache holds runs under the job
+        answer = runner.run(request, job=job)
+        # Then its PROGRESS was written once, while the executor had it
+        assert progress == [({"status": "executing", "table_name": "orders"}, 1)]
+        # And it is cached once the job ended (after its SUCCESS, which the client waits for), not before
+        assert runner.cache.get(request) is None
+        job.ended()
+        cached = runner.cache.get(request)
+        assert cached is not None and cached.data == answer.data and cached["data"] == [{"id": 1}, {"id": 2}, {"id": 3}]
+    finally:
+        runner.cache.client.delete(cache_key(request))  # type: ignore[union-attr]
+        runner.close()
+
+
 @pytest.mark.parametrize("case", [json.loads(line) for line in CORPUS.read_text().splitlines() if line.strip()],
                          ids=lambda case: case["why"])  # fmt: skip
 def test_corpus_case(worker: WorkerProcess, client: JobClient, databases: Fixture, case: dict) -> None:
@@ -205,13 +240,14 @@ def test_cache_hit_returns_the_same_json(worker: WorkerProcess, client: JobClien
     args = ("SELECT id, amount FROM orders WHERE id < 4 ORDER BY id", databases.source_id, databases.destination_id,
             "orders")  # fmt: skip
     fresh = preview(client, *args)
+    wait_until(lambda: cache.keys("preview:*"), 5, "the answer cached (right after its SUCCESS)")
     keys = cache.keys("preview:*")
     again = preview(client, *args)
     profiled = preview(client, *args, include_profiling=True)
     assert fresh == again and fresh["error"] is None
     assert len(keys) == 1 and 0 < cache.ttl(keys[0]) <= 300
     assert "profile" in profiled and "profile" not in fresh  # profiling is part of the key
-    assert len(cache.keys("preview:*")) == 2
+    wait_until(lambda: len(cache.keys("preview:*")) == 2, 5, "the profiled answer cached apart")
 
 
 def test_errors_come_back_as_results(worker: WorkerProcess, client: JobClient, databases: Fixture) -> None:

@@ -100,6 +100,7 @@ class Job:
     _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
     _armed: bool = field(default=False, repr=False)
     _sent: bool = field(default=False, repr=False)
+    _after_end: list[Callable[[], object]] = field(default_factory=list, repr=False)
 
     # --- for actors ---------------------------------------------------------------------------------
     @property
@@ -133,6 +134,20 @@ class Job:
         """Sleep ``seconds``, or less if the job is stopped meanwhile (then raise the stop)."""
         self._stopped.wait(seconds)
         self.check()
+
+    def after_end(self, fn: Callable[[], object]) -> None:
+        """Run ``fn`` once the job's state is stored, on its thread, before the next message: work its
+        client need not wait for (a preview's cache write). An error there is logged; the state stays."""
+        self._after_end.append(fn)
+
+    def ended(self) -> None:
+        """Run what ``after_end`` put off (``JobContext``, after every other middleware's hook)."""
+        work, self._after_end = self._after_end, []
+        for fn in work:
+            try:
+                fn()
+            except Exception:
+                logger.exception("task {}: work after its end failed", self.id)
 
     def progress(self, meta: dict[str, Any]) -> None:
         """Store PROGRESS with ``meta``; a stopped job stops here."""

@@ -89,8 +89,10 @@ class JobContext(Middleware):
         result: Any = None,
         exception: BaseException | None = None,
     ) -> None:
-        self.jobs.remove(message.message_id)
+        job = self.jobs.remove(message.message_id)
         set_current_job(None)
+        if job is not None:
+            job.ended()
 
     def after_skip_message(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
         self.jobs.remove(message.message_id)

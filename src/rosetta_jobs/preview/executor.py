@@ -268,8 +268,18 @@ class ExecutorPool:
         )
 
     # --- a preview -------------------------------------------------------------------------------------------
-    def run(self, task: dict[str, Any], *, fingerprint: str, deadline: float, job: Job | None = None) -> Answer:
+    def run(
+        self,
+        task: dict[str, Any],
+        *,
+        fingerprint: str,
+        deadline: float,
+        job: Job | None = None,
+        sent: Callable[[], object] | None = None,
+    ) -> Answer:
         """Run ``task`` in an executor; the result, or the preview's error, within a second of ``deadline``.
+
+        ``sent`` is called once an executor has the task, while it runs (a PROGRESS write costs it no time).
 
         Raises ``PreviewError`` (the user's: shown as the result's error), ``JobTimedOut``, ``JobCancelled``,
         ``TransientError`` (the source went away), or ``RuntimeError`` (a bug of ours: a FAILURE).
@@ -289,6 +299,9 @@ class ExecutorPool:
                 stop.request(reason, executor, seq)
 
             with job.stoppable(stopper) if job is not None else contextlib.nullcontext():
+                if sent is not None:
+                    with contextlib.suppress(JobInterrupt):  # a stop went to the stopper: the wait ends it
+                        sent()
                 header, body = self._wait(executor, seq, deadline, stop)
             answered = True
             answer = self._answer(executor, header, body)
@@ -463,6 +476,11 @@ class ExecutorPool:
     def pids(self) -> list[int]:
         with self._lock:
             return [e.pid for e in (*self._idle, *self._busy)]
+
+    def busy(self) -> int:
+        """How many executors run a preview now."""
+        with self._lock:
+            return len(self._busy)
 
     def close(self) -> None:
         with self._cond:

@@ -12,6 +12,7 @@ process (``executor``), which is bounded in memory and killed at the deadline.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from typing import Any
 
@@ -77,17 +78,16 @@ class PreviewRunner:
         took.mark("cache")
         if cached is not None:
             return cached
-        if job is not None:  # a hit answers at once; a miss says what it does for as long as it runs
-            job.progress({"status": "executing", "table_name": request.table_name})
-            took.mark("progress")
         try:
             answer = self._execute(request, job, deadline, took)
         except PreviewError as exc:
             return error_result(str(exc))
         except JobTimedOut:
             return error_result(f"Preview timed out after {limit:g} s")
-        self.cache.put(request, answer.data)
-        took.mark("cache_put")
+        if job is None:
+            self.cache.put(request, answer.data)
+        else:  # after the SUCCESS write: the client waits for that one, not for this one
+            job.after_end(functools.partial(self.cache.put, request, answer.data))
         return answer
 
     def _execute(self, request: PreviewRequest, job: Job | None, deadline: float, took: Stages) -> Answer:
@@ -96,7 +96,9 @@ class PreviewRunner:
         took.mark("catalog")
         # Every field of both, whatever they hold: the executor rebuilds the same two objects.
         task = {"source": dataclasses.asdict(source), "request": dataclasses.asdict(request)}
-        answer = self.executors.run(task, fingerprint=source.fingerprint(), deadline=deadline, job=job)
+        # A hit answers at once; a miss says it executes once an executor has it, while it runs.
+        progress = None if job is None else functools.partial(job.progress, _executing(request))
+        answer = self.executors.run(task, fingerprint=source.fingerprint(), deadline=deadline, job=job, sent=progress)
         took.mark("executor")
         took.split("executor", answer.stages)
         return answer
@@ -104,3 +106,8 @@ class PreviewRunner:
     def close(self) -> None:
         self.executors.close()
         self.catalog.close()
+
+
+def _executing(request: PreviewRequest) -> dict[str, Any]:
+    """The PROGRESS meta of a preview an executor runs."""
+    return {"status": "executing", "table_name": request.table_name}
