@@ -13,13 +13,13 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-import httpx
-
 from .catalog import Catalog, DestinationConfig, SourceConfig
 from .errors import ConfigError, PreviewError, TransientError
 from .redact import redact
 
 if TYPE_CHECKING:
+    import httpx
+
     from .config import Settings
 
 __all__ = ["MAX_CACHE_SECONDS", "WORKER_KEY_HEADER", "RemoteCatalog", "open_catalog"]
@@ -47,6 +47,8 @@ class RemoteCatalog:
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.cache_ttl = min(max(cache_ttl, 0.0), MAX_CACHE_SECONDS)
+        import httpx  # here: a worker of the trusted zone never loads it (with its CLI's rich and pygments)
+
         self._http = httpx.Client(base_url=self.base_url, headers={WORKER_KEY_HEADER: api_key}, timeout=timeout)
         self._cache: dict[tuple[str, int], tuple[float, Any]] = {}
         self._lock = threading.Lock()
@@ -87,6 +89,8 @@ class RemoteCatalog:
 
     def _fetch(self, kind: str, row_id: int) -> dict[str, Any]:
         """One request; every failure becomes our error, with no response body that could hold a secret chained."""
+        import httpx
+
         where = redact(self.base_url)
         try:
             response = self._http.get(f"/worker/{kind}/{row_id}")
