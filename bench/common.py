@@ -122,8 +122,12 @@ class Process:
         self.handle.close()
 
 
-def dramatiq_worker(env: dict[str, str], name: str = "worker", processes: int | None = None) -> Process:
-    args = [sys.executable, "-m", "dramatiq", "rosetta_jobs.actors"]
+def dramatiq_worker(
+    env: dict[str, str], name: str = "worker", processes: int | None = None, *, foreground: bool = False
+) -> Process:
+    """``dramatiq rosetta_jobs.actors``; with ``foreground``, ``rosetta-jobs worker --foreground`` (no master)."""
+    master = ["rosetta_jobs.cli", "worker", "--foreground"] if foreground else ["dramatiq"]
+    args = [sys.executable, "-m", *master, "rosetta_jobs.actors"]
     count = processes or os.cpu_count() or 1
     if processes:
         args += ["-p", str(processes)]

@@ -216,10 +216,11 @@ def celery_producer(broker_db: int, results_db: int) -> Celery:
 SESSION_MAX_AGE = 10.0
 #: Seconds between two distinct previews: the phase lasts longer than SESSION_MAX_AGE and crosses refreshes.
 DISTINCT_GAP = 0.05
-#: The documented low-memory flags (``docs/benchmarks.md``): one worker process with one executor.
-LEAN_FLAGS = {"processes": 1, "env": {"DUCKDB_MAX_CONCURRENT": "1"}}
+#: The documented low-memory flags (``docs/benchmarks.md``): one worker process, without a master, with one
+#: executor, and glibc's arenas capped as the executors' are.
+LEAN_ENV = {"DUCKDB_MAX_CONCURRENT": "1", "MALLOC_ARENA_MAX": "2"}
 #: How the lean flags are named in the figures.
-LEAN_LABEL = f"-p 1, DUCKDB_MAX_CONCURRENT={LEAN_FLAGS['env']['DUCKDB_MAX_CONCURRENT']}"  # type: ignore[index]
+LEAN_LABEL = "worker --foreground, " + ", ".join(f"{key}={value}" for key, value in LEAN_ENV.items())
 
 
 def run_ours(args: argparse.Namespace, config_url: str, source_id: int, destination_id: int) -> dict[str, object]:
@@ -256,9 +257,7 @@ def run_ours(args: argparse.Namespace, config_url: str, source_id: int, destinat
         app.close()
     if args.lean:
         common.flush()
-        lean = common.dramatiq_worker(
-            {**env, **LEAN_FLAGS["env"]}, name="bench-worker-lean", processes=int(LEAN_FLAGS["processes"])
-        )  # type: ignore[call-overload]
+        lean = common.dramatiq_worker({**env, **LEAN_ENV}, name="bench-worker-lean", processes=1, foreground=True)
         try:
             figures["lean"] = burst_only(f"rosetta-jobs {LEAN_LABEL}", send, wait, args, lean)
         finally:

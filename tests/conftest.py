@@ -221,19 +221,21 @@ def launch_worker(
     modules: tuple[str, ...] = ("testjobs",),
     wait: bool = True,
     supervised: bool = False,
+    foreground: bool = False,
     queues: tuple[str, ...] = (),
     **env: str,
 ) -> WorkerProcess:
     """Start ``dramatiq rosetta_jobs.actors`` (plus the test actors) as its own process group.
 
-    ``supervised``: under ``rosetta-jobs worker`` (the image's command), which replaces a process that dies.
+    ``supervised``: under ``rosetta-jobs worker`` (the image's command), which replaces a process that dies;
+    ``foreground``: ``rosetta-jobs worker --foreground``, one worker process and no master.
     """
-    master = ["rosetta_jobs.cli", "worker"] if supervised else ["dramatiq"]
+    master = ["rosetta_jobs.cli", "worker"] if supervised or foreground else ["dramatiq"]
     args = [
         sys.executable, "-m", *master, "rosetta_jobs.actors", *modules,
         "-p", str(processes), "-t", str(threads), "--worker-shutdown-timeout", "10000",
         *(["-Q", *queues] if queues else []),
-        "--path", str(ROOT / "tests" / "support"),
+        "--path", str(ROOT / "tests" / "support"), *(["--foreground"] if foreground else []),
     ]  # fmt: skip
     handle = open(log, "wb")  # noqa: SIM115 - closed with the process
     proc = subprocess.Popen(args, cwd=ROOT, env=worker_env(**env), stdout=handle, stderr=subprocess.STDOUT,

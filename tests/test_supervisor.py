@@ -90,3 +90,31 @@ def test_dramatiq_flags_it_cannot_honour_are_refused() -> None:
     args = [sys.executable, "-m", "rosetta_jobs.cli", "worker", "--watch", str(ROOT)]
     out = subprocess.run(args, cwd=ROOT, env=worker_env(), capture_output=True, text=True, timeout=30)
     assert out.returncode == 2 and "--watch is not supported" in out.stderr
+
+
+def test_a_foreground_worker_is_one_process_that_runs_jobs_and_stops_on_ctrl_c(
+    start_worker: Callable[..., WorkerProcess], client: JobClient
+) -> None:
+    # Given `rosetta-jobs worker --foreground -t 2`
+    worker = start_worker(foreground=True, threads=2)
+    # Then it is one process: no master above a worker process
+    assert children(worker.proc.pid) == []
+    assert [w.pid for w in read_workers(client.store.client, "dramatiq")] == [worker.proc.pid]
+
+    # When jobs are sent, Then that very process runs them
+    jobs = [client.send("tests.pid", (0.1,)) for _ in range(3)]
+    wait_until(lambda: all(client.store.is_final(job) for job in jobs), 20, "jobs final")
+    assert {client.get_task_status(job)["result"] for job in jobs} == {worker.proc.pid}
+
+    # When it gets SIGINT (Ctrl-C), Then it stops cleanly, and its heartbeat goes with it
+    worker.proc.send_signal(signal.SIGINT)
+    assert worker.proc.wait(30) == 0
+    assert "stopping the worker (SIGINT)" in worker.output() and "worker stopped" in worker.output()
+    assert read_workers(client.store.client, "dramatiq") == []
+
+
+def test_foreground_refuses_more_than_one_process() -> None:
+    # When the worker is asked for two processes in the foreground, Then it refuses, naming the way out
+    args = [sys.executable, "-m", "rosetta_jobs.cli", "worker", "--foreground", "-p", "2"]
+    out = subprocess.run(args, cwd=ROOT, env=worker_env(), capture_output=True, text=True, timeout=30)
+    assert out.returncode == 2 and "--foreground runs one process: drop -p 2" in out.stderr

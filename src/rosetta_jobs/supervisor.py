@@ -20,12 +20,19 @@ thread's lock.
 Dramatiq's CLI module says its contents may change without notice: what is used here (``make_argument_parser``,
 ``worker_process``, ``Canteen``, ``StreamablePipe``, ``RET_IMPORT``) is that of ``DRAMATIQ_CLI_VERSION``, and
 ``tests/test_supervisor.py`` runs it for real.
+
+``--foreground`` runs one worker process as the command's own process, with no master: for a container or a
+systemd unit that restarts the process itself (``restart: unless-stopped``, ``Restart=always``). It saves
+the master's interpreter (26 MiB resident for Dramatiq's, measured in ``make bench``'s lean burst); what
+it gives up is the master's restart within a second: a process killed there is restored by whatever runs
+it, and its jobs are requeued by ``Recovery``, as when a whole host dies.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import multiprocessing
 import os
 import signal
@@ -37,15 +44,25 @@ from multiprocessing.connection import Connection, wait
 from types import FrameType
 from typing import Any, TextIO
 
+from dramatiq import Worker
 from dramatiq import __version__ as dramatiq_version
 from dramatiq import cli as dramatiq_cli
 from dramatiq.canteen import Canteen
 from dramatiq.compat import StreamablePipe
+from dramatiq.errors import ConnectionError as BrokerConnectionError
 from loguru import logger
 
 from .errors import RosettaJobsError
 
-__all__ = ["DRAMATIQ_CLI_VERSION", "MAX_RESTART_DELAY", "RESTART_DELAY", "Supervisor", "main", "parse_args"]
+__all__ = [
+    "DRAMATIQ_CLI_VERSION",
+    "MAX_RESTART_DELAY",
+    "RESTART_DELAY",
+    "Supervisor",
+    "main",
+    "parse_args",
+    "run_in_foreground",
+]
 
 #: The Dramatiq release whose ``dramatiq.cli`` internals this module uses.
 DRAMATIQ_CLI_VERSION = "2.2"
@@ -65,12 +82,23 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = dramatiq_cli.make_argument_parser()
     parser.prog = "rosetta-jobs worker"
     parser.description = "Run rosetta-jobs worker processes, replacing any that dies. Dramatiq's flags."
-    if not argv or argv[0] != "rosetta_jobs.actors":
+    parser.add_argument(
+        "--foreground",
+        action="store_true",
+        help="run one worker process as this process, without a master, for a container or systemd unit that "
+        "restarts it (saves the master's memory); -p must be 1 or left out",
+    )
+    cpus = parser.get_default("processes")
+    parser.set_defaults(processes=None)  # to tell an explicit -p from the default
+    if "rosetta_jobs.actors" not in argv:  # the broker module, wherever it is given among the flags
         argv = ["rosetta_jobs.actors", *argv]
     args: argparse.Namespace = parser.parse_args(argv)
     for name, flag in _UNSUPPORTED.items():
         if getattr(args, name):
             parser.error(f"{flag} is not supported by rosetta-jobs worker; run dramatiq itself for it")
+    if args.foreground and args.processes not in (None, 1):
+        parser.error(f"--foreground runs one process: drop -p {args.processes} (or run without --foreground)")
+    args.processes = args.processes or (1 if args.foreground else cpus)
     return args
 
 
@@ -229,6 +257,44 @@ class Supervisor:
         self.output.flush()
 
 
+def run_in_foreground(args: argparse.Namespace) -> int:
+    """Run one Dramatiq worker in this process until SIGTERM, SIGINT or SIGHUP (twice: at once).
+
+    The steps of ``dramatiq.cli.worker_process``, but with our own signal handling: that function ignores
+    SIGINT, which its master turns into a SIGTERM; here nothing would, and Ctrl-C must stop the worker.
+    """
+    stopping: list[int] = []
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stopping.append(signum)
+        if len(stopping) > 1:
+            raise SystemExit(dramatiq_cli.RET_KILLED)
+
+    for sig in _SIGNALS:
+        signal.signal(sig, on_signal)
+    try:
+        _, broker = dramatiq_cli.import_broker(args.broker)
+        broker.emit_after("process_boot")
+        for module in args.modules:
+            importlib.import_module(module)
+        worker = Worker(broker, queues=args.queues, worker_threads=args.threads)
+        worker.start()
+    except ImportError:
+        logger.exception("could not import the worker's modules")
+        return int(dramatiq_cli.RET_IMPORT)
+    except BrokerConnectionError:
+        logger.exception("could not connect to the broker")
+        return int(dramatiq_cli.RET_CONNECT)
+    logger.info("Worker process is ready for action.")  # Dramatiq's words: the line tools and tests wait for
+    while not stopping:
+        time.sleep(0.2)
+    logger.info("stopping the worker ({})", signal.Signals(stopping[0]).name)
+    worker.stop(timeout=args.worker_shutdown_timeout)
+    broker.close()
+    logger.info("worker stopped")
+    return 0
+
+
 def _block_signals() -> None:
     # A new process must not run the master's handlers before Dramatiq's worker_process installs its own.
     signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
@@ -255,11 +321,17 @@ def main(argv: list[str]) -> int:
             except RuntimeError as exc:
                 logger.critical("{}", exc)
                 return int(dramatiq_cli.RET_PIDFILE)
-        supervisor = Supervisor(args, output=out)
-        code = supervisor.run()
+        if args.foreground:
+            sys.stdout = sys.stderr = out  # the broker module logs to stderr: to the log file, if there is one
+            code = run_in_foreground(args)
+            reload = False
+        else:
+            supervisor = Supervisor(args, output=out)
+            code = supervisor.run()
+            reload = supervisor.reload
     if args.pid_file:
         with contextlib.suppress(FileNotFoundError):
             os.remove(args.pid_file)
-    if supervisor.reload and code == 0:  # SIGHUP: start again, as Dramatiq's master does
+    if reload and code == 0:  # SIGHUP: start again, as Dramatiq's master does
         os.execv(sys.executable, [sys.executable, "-m", "rosetta_jobs.cli", "worker", *argv])
     return code
