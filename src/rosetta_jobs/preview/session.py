@@ -270,13 +270,17 @@ class SessionPool:
         fingerprint, now = source.fingerprint(), time.monotonic()
         with self._lock:
             for session in sorted(self._idle, key=lambda s: s.created, reverse=True):
-                if now - session.created > self.max_age or session.retired:
+                if self._expired(session, now):
                     self._idle.remove(session)
                     session.close()
                 elif session.fingerprint == fingerprint:
                     self._idle.remove(session)
                     return session
         return None
+
+    def _expired(self, session: Session, now: float) -> bool:
+        """Retired, or older than ``max_age`` (the extension caches its catalog): closed, never reused."""
+        return session.retired or now - session.created > self.max_age
 
     def _note(self, source: SourceConfig, session: Session) -> None:
         with self._lock:
@@ -293,7 +297,7 @@ class SessionPool:
     def _give_back(self, session: Session, healthy: bool) -> None:
         with self._lock:
             self._busy.discard(session)
-        if not healthy or session.broken or session.retired or time.monotonic() - session.created > self.max_age:
+        if not healthy or session.broken or self._expired(session, time.monotonic()):
             session.close()
             return
         with self._lock:
@@ -314,7 +318,7 @@ class SessionPool:
                 for fingerprint, hot in list(self._hot.items()):
                     if now - hot.used > self.max_age:
                         del self._hot[fingerprint]  # nobody previews it: let its session expire
-                for session in [s for s in self._idle if now - s.created > self.max_age]:
+                for session in [s for s in self._idle if self._expired(s, now)]:
                     self._idle.remove(session)  # expired: its connection to the source is closed now
                     session.close()
                 due = [hot for hot in self._hot.values() if now - hot.newest > self.max_age * REFRESH_AT]
