@@ -164,9 +164,13 @@ class CeleryIngress(Middleware):
         logger.info("Celery ingress: consuming kombu lists {} on db {}", ", ".join(self.consumed), self.kombu.db)
 
     def before_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        # No new message is moved from now on; the movers end within BLOCK_SECONDS, while Dramatiq stops its
+        # own threads (a second too), and are joined after that: a worker stops a second sooner.
+        self._stopping.set()
+
+    def after_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         if not self._threads:
             return
-        self._stopping.set()
         for thread in self._threads:
             thread.join(timeout=BLOCK_SECONDS * 3)
         self._threads.clear()

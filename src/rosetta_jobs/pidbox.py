@@ -113,9 +113,10 @@ class PidboxListener:
         """Whether the subscription is in place (a broadcast sent from now on is seen)."""
         return self._ready.wait(timeout)
 
-    def stop(self) -> None:
+    def stop(self, *, wait: bool = True) -> None:
+        """End the thread (its read waits up to a second); with ``wait``, return once it has ended."""
         self._stopping.set()
-        if self._thread is not None:
+        if wait and self._thread is not None:
             self._thread.join(timeout=3)
 
     def _run(self) -> None:
@@ -181,6 +182,10 @@ class CeleryControl(Middleware):
         self._listener = PidboxListener(client=client, handler=self.handle, app=self.app).start()
 
     def before_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        if self._listener is not None:  # it ends while Dramatiq stops its threads, not before that starts
+            self._listener.stop(wait=False)
+
+    def after_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         if self._listener is not None:
             self._listener.stop()
 
