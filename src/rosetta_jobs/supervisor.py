@@ -18,8 +18,8 @@ master is single-threaded: it forks new processes while running, which must not 
 thread's lock.
 
 Dramatiq's CLI module says its contents may change without notice: what is used here (``make_argument_parser``,
-``worker_process``, ``Canteen``, ``StreamablePipe``, ``RET_IMPORT``) is that of ``DRAMATIQ_CLI_VERSION``, and
-``tests/test_supervisor.py`` runs it for real.
+``worker_process``, ``import_broker``, ``Canteen``, ``StreamablePipe``, the ``RET_*`` codes) is that of
+``DRAMATIQ_CLI_VERSION``, and ``tests/test_supervisor.py`` runs it for real.
 
 ``--foreground`` runs one worker process as the command's own process, with no master: for a container or a
 systemd unit that restarts the process itself (``restart: unless-stopped``, ``Restart=always``). It saves
