@@ -50,6 +50,7 @@ class RemoteCatalog:
         import httpx  # here: a worker of the trusted zone never loads it (with its CLI's rich and pygments)
 
         self._http = httpx.Client(base_url=self.base_url, headers={WORKER_KEY_HEADER: api_key}, timeout=timeout)
+        self._http_error: type[Exception] = httpx.HTTPError
         self._cache: dict[tuple[str, int], tuple[float, Any]] = {}
         self._lock = threading.Lock()
 
@@ -89,12 +90,10 @@ class RemoteCatalog:
 
     def _fetch(self, kind: str, row_id: int) -> dict[str, Any]:
         """One request; every failure becomes our error, with no response body that could hold a secret chained."""
-        import httpx
-
         where = redact(self.base_url)
         try:
             response = self._http.get(f"/worker/{kind}/{row_id}")
-        except httpx.HTTPError as exc:
+        except self._http_error as exc:
             raise TransientError(f"the ops service at {where} did not answer ({type(exc).__name__}): "
                                  "check WORKER_API_URL and that this worker can reach it") from None  # fmt: skip
         if response.status_code in (401, 403):

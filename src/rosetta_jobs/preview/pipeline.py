@@ -96,8 +96,9 @@ class PreviewRunner:
         took.mark("catalog")
         # Every field of both, whatever they hold: the executor rebuilds the same two objects.
         task = {"source": dataclasses.asdict(source), "request": dataclasses.asdict(request)}
-        # A hit answers at once; a miss says it executes once an executor has it, while it runs.
-        progress = None if job is None else functools.partial(job.progress, _executing(request))
+        # PROGRESS once an executor has the preview, while it runs (a cache hit never gets here)
+        executing = {"status": "executing", "table_name": request.table_name}
+        progress = None if job is None else functools.partial(job.progress, executing)
         answer = self.executors.run(task, fingerprint=source.fingerprint(), deadline=deadline, job=job, sent=progress)
         took.mark("executor")
         took.split("executor", answer.stages)
@@ -106,8 +107,3 @@ class PreviewRunner:
     def close(self) -> None:
         self.executors.close()
         self.catalog.close()
-
-
-def _executing(request: PreviewRequest) -> dict[str, Any]:
-    """The PROGRESS meta of a preview an executor runs."""
-    return {"status": "executing", "table_name": request.table_name}
