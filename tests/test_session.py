@@ -1,19 +1,23 @@
-"""DuckDB sessions: secrets never survive in an error text; the session's time zone is the one asked for."""
+"""DuckDB sessions: secrets never survive in an error text; the session's time zone is the one asked for; the
+extension's signature is checked once per file, and a changed file is checked again."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import duckdb
 import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict
 
 from rosetta_jobs.catalog import SourceConfig
-from rosetta_jobs.errors import ConfigError
+from rosetta_jobs.errors import ConfigError, PreviewError
+from rosetta_jobs.preview import session as session_module
 from rosetta_jobs.preview.serialize import serialize
-from rosetta_jobs.preview.session import Session, SessionPool, check_timezone
+from rosetta_jobs.preview.session import Session, SessionPool, check_timezone, connect_with_postgres
 
 # -- time zone ---------------------------------------------------------------------------------------------------
 
@@ -95,6 +99,41 @@ def test_a_near_miss_time_zone_gets_suggestions() -> None:
         check_timezone("Asia/Jakartaa")
     # Then DuckDB's close names are offered
     assert "Asia/Jakarta" in str(info.value).partition("close names:")[2]
+
+
+# -- the extension's signature ------------------------------------------------------------------------------------
+
+
+def _unsigned_allowed(con: Any) -> bool:
+    return bool(con.execute("SELECT current_setting('allow_unsigned_extensions')").fetchone()[0])
+
+
+def test_the_extension_signature_is_checked_once_per_file_and_sessions_stay_locked(
+    open_session: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a session opened (its LOAD checked the shipped file's signature, or an earlier one in this process did)
+    first = open_session()
+    # When another session opens
+    second = open_session()
+    # Then it loads the same, already checked file without checking again, and still refuses any LOAD or SET
+    assert _unsigned_allowed(second.con)
+    for sql in (f"LOAD '{tmp_path}/x.duckdb_extension'", "SET allow_unsigned_extensions = false"):
+        with pytest.raises(duckdb.Error):
+            second.con.execute(sql)
+    assert first.run("SELECT count(*) AS n FROM pg_src_tz_source.public.events", timeout=5).to_pylist() == [{"n": 1}]
+
+    # Given a copy of the extension whose bytes were changed after the genuine file was checked
+    tampered = tmp_path / "postgres_scanner.duckdb_extension"
+    data = bytearray(session_module.extension_path().read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    tampered.write_bytes(bytes(data))
+    monkeypatch.setattr(session_module, "extension_path", lambda: tampered)
+    # When a connection loads it
+    with pytest.raises(duckdb.Error, match="signature"):
+        connect_with_postgres({"autoload_known_extensions": False, "autoinstall_known_extensions": False})
+    # Then its signature was checked (another file), and refused; a session says what to reinstall
+    with pytest.raises(PreviewError, match="reinstall duckdb-extension-postgres-scanner"):
+        open_session()
 
 
 # -- refresh ahead of expiry -------------------------------------------------------------------------------------

@@ -128,24 +128,22 @@ class FlowWork:
     # --- the session -----------------------------------------------------------------------------------
     def _open(self, inputs: Mapping[str, str], outputs: Mapping[str, str]) -> dict[str, str]:
         """The locked session with ``inputs`` (read-only) and ``outputs`` attached; failures by alias."""
-        from ..preview.session import check_timezone, extension_path
+        from ..preview.session import check_timezone, connect_with_postgres
 
-        con = duckdb.connect(
-            ":memory:",
-            config={
+        con = connect_with_postgres(
+            {
                 "autoinstall_known_extensions": False,
                 "autoload_known_extensions": False,
                 "allow_community_extensions": False,
                 "memory_limit": f"{self.memory_limit}B",
                 "threads": self.threads,
-            },
+            }
         )
         with self._lock:
             self._con = con
         if self.temp_directory:
             os.makedirs(self.temp_directory, exist_ok=True)
         self._tmp = tempfile.mkdtemp(prefix="rosetta-flow-", dir=self.temp_directory or None)
-        con.execute(f"LOAD {literal(str(extension_path()))}")
         con.execute(f"SET TimeZone = {literal(check_timezone(self.timezone))}")
         con.execute("SET arrow_lossless_conversion = true")
         con.execute("SET python_enable_replacements = false")

@@ -2,7 +2,8 @@
 session locked. They live in the preview's executor processes (``executor_main``), never in a worker:
 each executor runs one preview at a time and keeps a few idle sessions for the next.
 
-Opening and attaching costs ~150 ms, a 500-row query on a warm session a few. A session is reused
+Opening and attaching costs ~15 ms (the extension's signature is checked once per process,
+``connect_with_postgres``), the first query ~15 more, a 500-row query on a warm session a few. A session is reused
 for the next preview *of the same source* only, which is safe because nothing a job can run changes
 what the next job sees:
 - the configuration is locked after ATTACH (``lock_configuration``), external access is off, so no
@@ -26,11 +27,11 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 
@@ -47,6 +48,7 @@ __all__ = [
     "Session",
     "SessionPool",
     "check_timezone",
+    "connect_with_postgres",
     "extension_path",
 ]
 
@@ -74,6 +76,32 @@ def extension_path() -> Path:
             f"duckdb-extension-postgres-scanner=={duckdb.__version__}, the same version as duckdb"
         )
     return path
+
+
+#: The extension files whose signature a LOAD in this process has checked: (device, inode, size, mtime).
+_verified: set[tuple[int, int, int, int]] = set()
+
+
+def connect_with_postgres(config: Mapping[str, Any]) -> duckdb.DuckDBPyConnection:
+    """A new in-memory DuckDB with ``config`` and the postgres extension loaded.
+
+    DuckDB checks an extension's signature at every LOAD by hashing the whole file (40 MB: ~150 ms of
+    CPU, nearly all of a session's opening). It is checked once per process: once a LOAD of this file
+    passed the check, later connections load it with ``allow_unsigned_extensions`` while the file is
+    the same one (device, inode, size, modification time), the one the process has already mapped. A
+    changed file is checked again. Nothing a job runs can LOAD: sessions lock their configuration.
+    """
+    path = extension_path()
+    stat = path.stat()
+    identity = (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    con = duckdb.connect(":memory:", config={**config, "allow_unsigned_extensions": identity in _verified})
+    try:
+        con.execute(f"LOAD {_sql_string(str(path))}")
+    except BaseException:
+        con.close()
+        raise
+    _verified.add(identity)
+    return con
 
 
 def _sql_string(value: str) -> str:
@@ -129,20 +157,23 @@ class Session:
         self.broken = False
         #: Replaced by a fresher session of the same source: closed when given back.
         self.retired = False
-        self.con = duckdb.connect(
-            ":memory:",
-            config={
-                "autoinstall_known_extensions": False,
-                "autoload_known_extensions": False,
-                "allow_community_extensions": False,
-                "memory_limit": f"{memory_limit}B",
-                "threads": threads,
-                # Set explicitly: DuckDB's default, ./.tmp, is where a container's user may not write.
-                **({"temp_directory": temp_directory} if temp_directory else {}),
-            },
-        )
+        config = {
+            "autoinstall_known_extensions": False,
+            "autoload_known_extensions": False,
+            "allow_community_extensions": False,
+            "memory_limit": f"{memory_limit}B",
+            "threads": threads,
+            # Set explicitly: DuckDB's default, ./.tmp, is where a container's user may not write.
+            **({"temp_directory": temp_directory} if temp_directory else {}),
+        }
         try:
-            self.con.execute(f"LOAD {_sql_string(str(extension_path()))}")
+            self.con = connect_with_postgres(config)
+        except duckdb.Error as exc:
+            raise PreviewError(
+                f"Could not load the postgres extension ({exc}): reinstall "
+                f"duckdb-extension-postgres-scanner=={duckdb.__version__}"
+            ) from None
+        try:
             self.con.execute(f"SET TimeZone = {_sql_string(self.timezone)}")
             # JSON columns reach Arrow (and so the serialiser) tagged as JSON, UUIDs as UUIDs.
             self.con.execute("SET arrow_lossless_conversion = true")
@@ -205,7 +236,7 @@ class SessionPool:
     """Per-process sessions: ``slots`` running at once, idle ones kept per source for reuse.
 
     A session is retired ``max_age`` seconds after it opened (the extension caches the source's catalog).
-    Opening one costs ~150 ms and its first query ~50 more, so a source in use gets its replacement
+    Opening one costs ~15 ms and its first query ~15 more (waits on the source), so a source in use gets its replacement
     opened and warmed (``warm``: the executor resolves and reads its recent tables) by a background
     thread at ``REFRESH_AT`` of its age: a preview never waits for a refresh. A source nobody previewed
     for ``max_age`` seconds is not refreshed, and its session closes when it expires.
@@ -306,8 +337,9 @@ class SessionPool:
     def _refresh(self) -> None:
         """Replace, ahead of time, the session of every source in use (see the class's docstring).
 
-        The thread runs at the lowest CPU priority: opening a session costs ~200 ms of CPU, which must not
-        be taken from a preview running beside it (on two cores it showed as a tail of the fresh previews).
+        The thread runs at the lowest CPU priority: what it spends (~15 ms of CPU a session, ~200 when the extension's
+        signature was checked at each open) must not be taken from a preview running beside it (on two cores
+        it showed as a tail of the fresh previews).
         """
         with contextlib.suppress(OSError, AttributeError):  # a thread is a task of its own on Linux
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), REFRESH_NICENESS)
