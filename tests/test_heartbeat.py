@@ -1,4 +1,4 @@
-"""Heartbeat: a job's lease is written on its own thread, the process's hash soon after, a busy process's hash
+"""Heartbeat: a job's lease is handed to its STARTED write, the process's hash soon after, a busy process's hash
 coalesced. Against the real Redis; Dramatiq's worker and messages are the plain objects the hooks read."""
 
 from __future__ import annotations
@@ -72,10 +72,13 @@ def test_a_job_holds_its_lease_while_it_runs_and_the_hash_follows(
     keys = heartbeat.keys
     # When a job starts
     message = _start(heartbeat, "job-1")
-    # Then its lease is there when the hook returns, and the hash shows it running soon after
-    assert results_redis.get(keys.lease("job-1")) == heartbeat.worker_id.encode()
+    # Then the hook hands its lease to the job (its STARTED write stores it in the same step: test_store), and
+    # the hash shows it running soon after, the beat renewing the lease
+    job = heartbeat.jobs.get("job-1")
+    assert job is not None and job.lease == (keys.lease("job-1"), heartbeat.worker_id, 60_000)
     wait_until(lambda: _me(heartbeat, results_redis).busy == 1, 2, "the hash to show the job")
     assert [entry["task_id"] for entry in _me(heartbeat, results_redis).running] == ["job-1"]
+    assert results_redis.get(keys.lease("job-1")) == heartbeat.worker_id.encode()
 
     # When it ends
     _end(heartbeat, message)
@@ -83,6 +86,19 @@ def test_a_job_holds_its_lease_while_it_runs_and_the_hash_follows(
     assert results_redis.exists(keys.lease("job-1")) == 0
     wait_until(lambda: _me(heartbeat, results_redis).busy == 0, 2, "the hash to show the job ended")
     assert _me(heartbeat, results_redis).processed == 1
+
+
+def test_a_message_without_a_job_gets_its_lease_written_by_the_hook(
+    heartbeat: CountingHeartbeat, results_redis: redis.Redis
+) -> None:
+    # Given a booted heartbeat, and a message no job context registered (a stack without ``JobContext``)
+    message: Any = SimpleNamespace(message_id="job-alone")
+    # When its processing begins
+    heartbeat.before_process_message(None, message)  # type: ignore[arg-type]
+    # Then the hook writes its lease itself, before returning
+    assert results_redis.get(heartbeat.keys.lease("job-alone")) == heartbeat.worker_id.encode()
+    heartbeat.after_process_message(None, message)  # type: ignore[arg-type]
+    assert results_redis.exists(heartbeat.keys.lease("job-alone")) == 0
 
 
 def test_a_busy_process_writes_its_hash_a_few_times_not_twice_per_job(

@@ -57,3 +57,23 @@ def test_final_states_are_never_overwritten(results_redis: redis.Redis) -> None:
 
 def test_unknown_task_has_no_meta(results_redis: redis.Redis) -> None:
     assert TaskStore.from_url(redis_url(RESULTS_DB)).get("never-submitted") is None
+
+
+def test_a_start_writes_the_jobs_lease_in_the_same_step_unless_the_task_is_over(results_redis: redis.Redis) -> None:
+    store = TaskStore.from_url(redis_url(RESULTS_DB))
+    lease = ("lease-test:running", "host:1", 20_000)
+    # Given a task nobody has started
+    # When it starts, its lease handed to the start
+    assert store.start(build_meta("lease-1", STARTED, {"pid": 1}), lease=lease) == 1
+    # Then STARTED and the lease are both stored, the lease with its TTL
+    stored = store.get("lease-1")
+    assert stored is not None and stored["status"] == STARTED
+    assert results_redis.get(lease[0]) == b"host:1" and 0 < results_redis.pttl(lease[0]) <= 20_000
+
+    # Given a task that is over (cancelled while it waited)
+    store.write(build_meta("lease-2", REVOKED, revoked_exception()))
+    over = ("lease-test:over", "host:1", 20_000)
+    # When its message starts all the same (a redelivery), with a lease
+    assert store.start(build_meta("lease-2", STARTED, {"pid": 1}), lease=over) == REVOKED
+    # Then no lease is written: the job will not run
+    assert results_redis.exists(over[0]) == 0

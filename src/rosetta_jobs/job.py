@@ -93,6 +93,9 @@ class Job:
     outcome: str | None = None
     #: Set as the job ends (``Heartbeat``'s after-hook): over, though still registered while the hooks run.
     finished: bool = False
+    #: The lease its start writes with STARTED, in the same step (key, owner, TTL in ms): ``Heartbeat`` hands
+    #: it over, ``TaskState`` writes it (the next beat does, if no STARTED is written).
+    lease: tuple[str, str, int] | None = None
     _stopped: threading.Event = field(default_factory=threading.Event, repr=False)
     _stopped_by: type[JobInterrupt] | None = field(default=None, repr=False)
     _stopped_at: float = field(default=0.0, repr=False)

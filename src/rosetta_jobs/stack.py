@@ -95,7 +95,8 @@ def build_middleware(settings: Settings, *, lease: Lease | None = None) -> list[
         ShutdownNotifications(),
         Callbacks(jobs=jobs),
         Pipelines(jobs=jobs),
-        # Heartbeat before TaskState: a task's lease exists before its STARTED, and outlives its final state.
+        # Heartbeat before TaskState: it hands a task's lease to its STARTED write (one step), and removes it after
+        # the final state.
         Heartbeat(
             client=store.client,
             namespace=settings.broker_namespace,

@@ -240,14 +240,19 @@ class TaskStore:
         flags = cast("list[bytes | None]", self.client.mget([self.keys.cancel(t) for t in task_ids]))
         return [task_id for task_id, flag in zip(task_ids, flags, strict=True) if flag]
 
-    def start(self, started: dict[str, Any]) -> str | int:
+    def start(self, started: dict[str, Any], *, lease: tuple[str, str, int] | None = None) -> str | int:
         """Write STARTED and count one more start, in one step, unless the task is already final.
 
+        With ``lease`` (key, owner, TTL in ms: ``Job.lease``), the job's lease is written in the same step.
         Returns the final state found (the job must not run), or the number of starts so far.
         """
         task_id = started["task_id"]
         keys = [self.key(task_id), self.keys.deliveries(task_id), self.keys.cancel(task_id)]
-        answer = self._start(keys=keys, args=[codec.dumps(started), self.expires, SUBMITTED_TTL])
+        args = [codec.dumps(started), self.expires, SUBMITTED_TTL]
+        if lease is not None:
+            keys.append(lease[0])
+            args += [lease[1], lease[2]]
+        answer = self._start(keys=keys, args=args)
         return answer.decode() if isinstance(answer, bytes) else int(answer)
 
     def mark_stopped(self, task_id: str) -> None:

@@ -6,6 +6,7 @@ that reaches its time limit is still an answer (SUCCESS with ``error``), as the 
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from typing import TYPE_CHECKING, Any
@@ -64,7 +65,11 @@ def execute(
     started = time.monotonic()
     stages: dict[str, float] = {}
     result = runner().run(request, job=job, stages=stages)
-    _log(request, result, time.monotonic() - started, stages)
+    log = functools.partial(_log, request, result, time.monotonic() - started, stages)
+    if job is None:
+        log()
+    else:  # ~0.2 ms of formatting and writing the client need not wait for: after the SUCCESS write
+        job.after_end(log)
     return result
 
 

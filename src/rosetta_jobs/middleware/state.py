@@ -122,8 +122,9 @@ class TaskState(Middleware):
     def before_process_message(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
         retries = message.options.get("retries", 0)
         started = self._meta(message, STARTED, {"pid": os.getpid(), "hostname": self.hostname}, retries=retries)
+        job = self.jobs.get(message.message_id)
         try:
-            starts = self.store.start(started)
+            starts = self.store.start(started, lease=job.lease if job is not None else None)
         except redis.RedisError as exc:  # best effort, as Dramatiq would run the job anyway
             logger.warning("task {}: could not store STARTED ({}); running it anyway", message.message_id, exc)
             return
@@ -133,7 +134,6 @@ class TaskState(Middleware):
             if starts == REVOKED:  # the cancel may have outlived the REVOKED state: show it again
                 self.write(message, REVOKED, revoked_exception())
             raise SkipMessage(f"task is already {starts}")
-        job = self.jobs.get(message.message_id)
         if job is not None:
             job.deliveries = starts
         losses = starts - 1 - retries
