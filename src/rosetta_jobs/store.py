@@ -248,7 +248,7 @@ class TaskStore:
         """
         task_id = started["task_id"]
         keys = [self.key(task_id), self.keys.deliveries(task_id), self.keys.cancel(task_id)]
-        args = [codec.dumps(started), self.expires, SUBMITTED_TTL]
+        args: list[bytes | str | int] = [codec.dumps(started), self.expires, SUBMITTED_TTL]
         if lease is not None:
             keys.append(lease[0])
             args += [lease[1], lease[2]]
