@@ -90,9 +90,9 @@ class JobContext(Middleware):
         exception: BaseException | None = None,
     ) -> None:
         job = self.jobs.remove(message.message_id)
-        set_current_job(None)
         if job is not None:
-            job.ended()
+            job.ended()  # still the current job: what it logs names the task
+        set_current_job(None)
 
     def after_skip_message(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
         self.jobs.remove(message.message_id)
