@@ -123,7 +123,12 @@ class Process:
 
 
 def dramatiq_worker(
-    env: dict[str, str], name: str = "worker", processes: int | None = None, *, foreground: bool = False
+    env: dict[str, str],
+    name: str = "worker",
+    processes: int | None = None,
+    *,
+    foreground: bool = False,
+    threads: int | None = None,
 ) -> Process:
     """``dramatiq rosetta_jobs.actors``; with ``foreground``, ``rosetta-jobs worker --foreground`` (no master)."""
     master = ["rosetta_jobs.cli", "worker", "--foreground"] if foreground else ["dramatiq"]
@@ -131,6 +136,8 @@ def dramatiq_worker(
     count = processes or os.cpu_count() or 1
     if processes:
         args += ["-p", str(processes)]
+    if threads:
+        args += ["-t", str(threads)]
     base = {"BROKER_URL": url(BROKER_DB), "RESULT_BACKEND_URL": url(RESULTS_DB), "REDIS_URL": url(CACHE_DB),
             "CREDENTIAL_ENCRYPTION_KEY": KEY, "LOG_LEVEL": "INFO"}  # fmt: skip
     return Process(args, {**base, **env}, name, "Worker process is ready for action", count)
