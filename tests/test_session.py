@@ -17,7 +17,7 @@ from rosetta_jobs.catalog import SourceConfig
 from rosetta_jobs.errors import ConfigError, PreviewError
 from rosetta_jobs.preview import session as session_module
 from rosetta_jobs.preview.serialize import serialize
-from rosetta_jobs.preview.session import Session, SessionPool, check_timezone, connect_with_postgres
+from rosetta_jobs.preview.session import Session, SessionPool, check_timezone
 
 # -- time zone ---------------------------------------------------------------------------------------------------
 
@@ -108,32 +108,37 @@ def _unsigned_allowed(con: Any) -> bool:
     return bool(con.execute("SELECT current_setting('allow_unsigned_extensions')").fetchone()[0])
 
 
-def test_the_extension_signature_is_checked_once_per_file_and_sessions_stay_locked(
+def test_the_extension_signature_is_checked_once_per_file_and_never_for_a_jobs_load(
     open_session: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Given a session opened (its LOAD checked the shipped file's signature, or an earlier one in this process did)
     first = open_session()
+    shipped = session_module.extension_path()
     # When another session opens
     second = open_session()
-    # Then it loads the same, already checked file without checking again, and still refuses any LOAD or SET
-    assert _unsigned_allowed(second.con)
-    for sql in (f"LOAD '{tmp_path}/x.duckdb_extension'", "SET allow_unsigned_extensions = false"):
-        with pytest.raises(duckdb.Error):
-            second.con.execute(sql)
+    # Then the file is known as checked, the setting that skipped the check is off again, and a LOAD is refused
+    assert session_module._identity(shipped) in session_module._verified
+    assert not _unsigned_allowed(second.con)
+    copy = tmp_path / "other.duckdb_extension"
+    copy.write_bytes(shipped.read_bytes())
+    with pytest.raises(duckdb.PermissionException, match="disabled"):
+        second.con.execute(f"LOAD '{copy}'")
+    with pytest.raises(duckdb.Error):
+        second.con.execute("SET allow_unsigned_extensions = true")
     assert first.run("SELECT count(*) AS n FROM pg_src_tz_source.public.events", timeout=5).to_pylist() == [{"n": 1}]
 
     # Given a copy of the extension whose bytes were changed after the genuine file was checked
     tampered = tmp_path / "postgres_scanner.duckdb_extension"
-    data = bytearray(session_module.extension_path().read_bytes())
+    data = bytearray(shipped.read_bytes())
     data[len(data) // 2] ^= 0xFF
     tampered.write_bytes(bytes(data))
     monkeypatch.setattr(session_module, "extension_path", lambda: tampered)
-    # When a connection loads it
-    with pytest.raises(duckdb.Error, match="signature"):
-        connect_with_postgres({"autoload_known_extensions": False, "autoinstall_known_extensions": False})
-    # Then its signature was checked (another file), and refused; a session says what to reinstall
-    with pytest.raises(PreviewError, match="reinstall duckdb-extension-postgres-scanner"):
+    # When a session loads it
+    with pytest.raises(PreviewError, match="signature") as info:
         open_session()
+    # Then its signature was checked (another file) and it was refused, saying what to reinstall
+    assert "reinstall duckdb-extension-postgres-scanner" in str(info.value)
+    assert session_module._identity(tampered) not in session_module._verified
 
 
 # -- refresh ahead of expiry -------------------------------------------------------------------------------------

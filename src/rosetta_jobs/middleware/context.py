@@ -90,9 +90,11 @@ class JobContext(Middleware):
         exception: BaseException | None = None,
     ) -> None:
         job = self.jobs.remove(message.message_id)
-        if job is not None:
-            job.ended()  # still the current job: what it logs names the task
-        set_current_job(None)
+        try:
+            if job is not None:
+                job.ended()  # still the current job: what it logs names the task
+        finally:
+            set_current_job(None)
 
     def after_skip_message(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
         self.jobs.remove(message.message_id)

@@ -78,8 +78,14 @@ def extension_path() -> Path:
     return path
 
 
-#: The extension files whose signature a LOAD in this process has checked: (device, inode, size, mtime).
-_verified: set[tuple[int, int, int, int]] = set()
+#: The extension files whose signature a LOAD in this process has checked (``_identity``).
+_verified: set[tuple[int, ...]] = set()
+
+
+def _identity(path: Path) -> tuple[int, ...]:
+    """Device, inode, size, modification and change times: a file rewritten or replaced has another."""
+    stat = path.stat()
+    return (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
 
 
 def connect_with_postgres(config: Mapping[str, Any]) -> duckdb.DuckDBPyConnection:
@@ -87,20 +93,28 @@ def connect_with_postgres(config: Mapping[str, Any]) -> duckdb.DuckDBPyConnectio
 
     DuckDB checks an extension's signature at every LOAD by hashing the whole file (40 MB: ~150 ms of
     CPU, nearly all of a session's opening). It is checked once per process: once a LOAD of this file
-    passed the check, later connections load it with ``allow_unsigned_extensions`` while the file is
-    the same one (device, inode, size, modification time), the one the process has already mapped. A
-    changed file is checked again. Nothing a job runs can LOAD: sessions lock their configuration.
+    passed the check, later connections load the same file (``_identity``, which the process has already
+    mapped) with ``allow_unsigned_extensions``, and turn it off right after, so any later LOAD on the
+    connection is checked again. A changed file is checked again. (Sessions also turn external access
+    off before a job's SQL runs, which refuses any LOAD.)
     """
     path = extension_path()
-    stat = path.stat()
-    identity = (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    identity = _identity(path)
     con = duckdb.connect(":memory:", config={**config, "allow_unsigned_extensions": identity in _verified})
     try:
         con.execute(f"LOAD {_sql_string(str(path))}")
+        con.execute("SET allow_unsigned_extensions = false")
+    except duckdb.Error as exc:
+        con.close()
+        raise PreviewError(
+            f"Could not load the postgres extension ({exc}): reinstall "
+            f"duckdb-extension-postgres-scanner=={duckdb.__version__}"
+        ) from None
     except BaseException:
         con.close()
         raise
-    _verified.add(identity)
+    if _identity(path) == identity:  # not changed while it was loaded
+        _verified.add(identity)
     return con
 
 
@@ -166,13 +180,7 @@ class Session:
             # Set explicitly: DuckDB's default, ./.tmp, is where a container's user may not write.
             **({"temp_directory": temp_directory} if temp_directory else {}),
         }
-        try:
-            self.con = connect_with_postgres(config)
-        except duckdb.Error as exc:
-            raise PreviewError(
-                f"Could not load the postgres extension ({exc}): reinstall "
-                f"duckdb-extension-postgres-scanner=={duckdb.__version__}"
-            ) from None
+        self.con = connect_with_postgres(config)
         try:
             self.con.execute(f"SET TimeZone = {_sql_string(self.timezone)}")
             # JSON columns reach Arrow (and so the serialiser) tagged as JSON, UUIDs as UUIDs.
