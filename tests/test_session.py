@@ -14,7 +14,7 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict
 
 from rosetta_jobs.catalog import SourceConfig
-from rosetta_jobs.errors import ConfigError, PreviewError
+from rosetta_jobs.errors import ConfigError, JobTimedOut, PreviewError
 from rosetta_jobs.preview import session as session_module
 from rosetta_jobs.preview.serialize import serialize
 from rosetta_jobs.preview.session import Session, SessionPool, check_timezone
@@ -99,6 +99,21 @@ def test_a_near_miss_time_zone_gets_suggestions() -> None:
         check_timezone("Asia/Jakartaa")
     # Then DuckDB's close names are offered
     assert "Asia/Jakarta" in str(info.value).partition("close names:")[2]
+
+
+# -- time limit ------------------------------------------------------------------------------------------------
+
+
+def test_a_query_past_its_time_limit_is_interrupted_in_duckdb_and_the_session_stays_usable(open_session: Any) -> None:
+    # Given a session and a query that would run for minutes
+    session = open_session()
+    started = time.monotonic()
+    # When it runs with a 0.3 s limit
+    with pytest.raises(JobTimedOut):
+        session.run("SELECT count(*) FROM range(100000000000) AS t(x) WHERE x % 7 = 3", timeout=0.3)
+    # Then DuckDB stopped it at the limit, and the session answers the next query (its deadline disarmed)
+    assert time.monotonic() - started < 5
+    assert session.run("SELECT count(*) AS n FROM pg_src_tz_source.public.events", timeout=5).to_pylist() == [{"n": 1}]
 
 
 # -- the extension's signature ------------------------------------------------------------------------------------
