@@ -130,6 +130,22 @@ def test_a_skipped_message_gives_its_lease_back(heartbeat: CountingHeartbeat, re
     assert _me(heartbeat, results_redis).running == []
 
 
+def test_a_skipped_message_leaves_another_workers_lease_alone(
+    heartbeat: CountingHeartbeat, results_redis: redis.Redis
+) -> None:
+    # Given a task another worker runs under its own lease (its message was requeued while this process was cut off)
+    key = heartbeat.keys.lease("job-elsewhere")
+    results_redis.set(key, "other-host:1", px=60_000)
+    # When this process's stale copy of the message begins, a whole beat is written, and the message is skipped
+    message = _start(heartbeat, "job-elsewhere")
+    heartbeat.beat()
+    heartbeat.after_skip_message(None, message)  # type: ignore[arg-type]
+    heartbeat.jobs.remove("job-elsewhere")
+    # Then the other worker's lease is still there, neither taken over by the beat nor removed by the skip
+    assert results_redis.get(key) == b"other-host:1"
+    results_redis.delete(key)
+
+
 def test_a_job_that_starts_after_a_silence_renews_the_process_lease(results_redis: redis.Redis) -> None:
     # Given a process whose lease was lost (no beat acknowledged for longer than its timeout)
     lease = Lease(0.2)

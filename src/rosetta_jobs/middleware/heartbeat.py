@@ -10,11 +10,13 @@ acknowledges renews the process's ``Lease`` (``rosetta_jobs.lease``, read by ``F
 beat the next one is tried within a second.
 
 A job's start and end write only its lease (one command each, on the job's thread; at the start it is handed to
-the job, whose STARTED write stores it in the same step). The hash, with the
-busy count and what runs, is written by the heartbeat thread: every ``interval``, and soon after a job
-starts or ends, at most once per ``coalesce`` seconds, so a process running a hundred jobs a second
-writes it ten times a second, not two hundred. Only a whole beat renews the ``Lease``: a job that starts
-when none has reached Redis for an ``interval`` beats whole, on its own thread.
+the job, whose STARTED write stores it in the same step). The hash, with the busy count and what runs, is
+written by the heartbeat thread: every ``interval``, and soon after a job starts or ends, at most once per
+``coalesce`` seconds, so a process running a hundred jobs a second writes it ten times a second, not two
+hundred. Only a whole beat renews the ``Lease``: a job that starts when none has reached Redis for an
+``interval`` beats whole, on its own thread. A beat and a job's end never touch a lease another worker
+holds (``lua/lease_renew.lua``, ``lua/lease_release.lua``): a message this process fetched before it was
+cut off may have been requeued, and be running there.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from loguru import logger
 
 from ..coalesce import Coalescer
 from ..job import RunningJobs
-from ..layout import Keys
+from ..layout import Keys, script
 from ..lease import Lease
 
 __all__ = ["Heartbeat"]
@@ -68,6 +70,8 @@ class Heartbeat(Middleware):
         self.state = "running"
         self.started_at = time.time()
         self._beat_lock = threading.Lock()
+        self._renew = script(client, "lease_renew")
+        self._release = script(client, "lease_release")
         self._beats = Coalescer(self._beat_soon, coalesce=coalesce, name="rosetta-heartbeat")
 
     def before_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
@@ -111,7 +115,7 @@ class Heartbeat(Middleware):
                 job.lease = lease  # written with its STARTED (``TaskState``): one round trip fewer per job
             else:
                 try:
-                    self.client.set(lease[0], lease[1], px=lease[2])
+                    self._renew(keys=[lease[0]], args=[lease[1], lease[2]])
                 except redis.RedisError as exc:  # the next beat writes it, if Redis answers by then
                     logger.warning("could not write the lease of {}: {}", message.message_id, exc)
         self._beats.poke()
@@ -136,8 +140,8 @@ class Heartbeat(Middleware):
             job = self.jobs.get(task_id)
             if job is not None:
                 job.finished = True
-            try:
-                self.client.delete(self.keys.lease(task_id))
+            try:  # only if ours: a message Fence skipped may be running on another worker, under its lease
+                self._release(keys=[self.keys.lease(task_id)], args=[self.worker_id])
             except redis.RedisError as exc:  # it expires with its TTL
                 logger.warning("could not remove the lease of {}: {}", task_id, exc)
         self._beats.poke()
@@ -198,8 +202,8 @@ class Heartbeat(Middleware):
         )
         pipe.pexpire(key, ttl_ms)
         pipe.zadd(self.keys.workers(), {self.worker_id: now})
-        for job in jobs:
-            pipe.set(self.keys.lease(job.id), self.worker_id, px=ttl_ms)
+        if jobs:  # never over another worker's lease (``lua/lease_renew.lua``)
+            self._renew(keys=[self.keys.lease(job.id) for job in jobs], args=[self.worker_id, ttl_ms], client=pipe)
         pipe.execute()
         if self.lease is not None and self.lease.renewed():
             logger.warning("heartbeat of {} reaches Redis again: lease regained", self.worker_id)
