@@ -130,15 +130,7 @@ class FlowWork:
         """The locked session with ``inputs`` (read-only) and ``outputs`` attached; failures by alias."""
         from ..preview.session import check_timezone, connect_with_postgres
 
-        con = connect_with_postgres(
-            {
-                "autoinstall_known_extensions": False,
-                "autoload_known_extensions": False,
-                "allow_community_extensions": False,
-                "memory_limit": f"{self.memory_limit}B",
-                "threads": self.threads,
-            }
-        )
+        con = connect_with_postgres({"memory_limit": f"{self.memory_limit}B", "threads": self.threads})
         with self._lock:
             self._con = con
         if self.temp_directory:

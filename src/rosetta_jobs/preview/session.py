@@ -2,9 +2,9 @@
 session locked. They live in the preview's executor processes (``executor_main``), never in a worker:
 each executor runs one preview at a time and keeps a few idle sessions for the next.
 
-Opening and attaching costs ~15 ms (the extension's signature is checked once per process,
-``connect_with_postgres``), the first query ~15 more, a 500-row query on a warm session a few. A session is reused
-for the next preview *of the same source* only, which is safe because nothing a job can run changes
+Opening and attaching costs ~15 ms (the extension's signature is checked once per process:
+``connect_with_postgres``), the first query ~15 more, a 500-row query on a warm session a few. A session
+is reused for the next preview *of the same source* only, which is safe because nothing a job can run changes
 what the next job sees:
 - the configuration is locked after ATTACH (``lock_configuration``), external access is off, so no
   SET, ATTACH, LOAD, INSTALL, COPY or file read can run;
@@ -89,7 +89,8 @@ def _identity(path: Path) -> tuple[int, ...]:
 
 
 def connect_with_postgres(config: Mapping[str, Any]) -> duckdb.DuckDBPyConnection:
-    """A new in-memory DuckDB with ``config`` and the postgres extension loaded.
+    """A new in-memory DuckDB with ``config`` and the postgres extension loaded, no other extension loadable
+    (auto-install, auto-load and community extensions off).
 
     DuckDB checks an extension's signature at every LOAD by hashing the whole file (40 MB: ~150 ms of
     CPU, nearly all of a session's opening). It is checked once per process: once a LOAD of this file
@@ -100,7 +101,13 @@ def connect_with_postgres(config: Mapping[str, Any]) -> duckdb.DuckDBPyConnectio
     """
     path = extension_path()
     identity = _identity(path)
-    con = duckdb.connect(":memory:", config={**config, "allow_unsigned_extensions": identity in _verified})
+    policy = {
+        "autoinstall_known_extensions": False,
+        "autoload_known_extensions": False,
+        "allow_community_extensions": False,
+        "allow_unsigned_extensions": identity in _verified,
+    }
+    con = duckdb.connect(":memory:", config={**config, **policy})
     try:
         con.execute(f"LOAD {_sql_string(str(path))}")
         con.execute("SET allow_unsigned_extensions = false")
@@ -171,16 +178,14 @@ class Session:
         self.broken = False
         #: Replaced by a fresher session of the same source: closed when given back.
         self.retired = False
-        config = {
-            "autoinstall_known_extensions": False,
-            "autoload_known_extensions": False,
-            "allow_community_extensions": False,
-            "memory_limit": f"{memory_limit}B",
-            "threads": threads,
-            # Set explicitly: DuckDB's default, ./.tmp, is where a container's user may not write.
-            **({"temp_directory": temp_directory} if temp_directory else {}),
-        }
-        self.con = connect_with_postgres(config)
+        self.con = connect_with_postgres(
+            {
+                "memory_limit": f"{memory_limit}B",
+                "threads": threads,
+                # Set explicitly: DuckDB's default, ./.tmp, is where a container's user may not write.
+                **({"temp_directory": temp_directory} if temp_directory else {}),
+            }
+        )
         try:
             self.con.execute(f"SET TimeZone = {_sql_string(self.timezone)}")
             # JSON columns reach Arrow (and so the serialiser) tagged as JSON, UUIDs as UUIDs.
@@ -244,8 +249,8 @@ class SessionPool:
     """Per-process sessions: ``slots`` running at once, idle ones kept per source for reuse.
 
     A session is retired ``max_age`` seconds after it opened (the extension caches the source's catalog).
-    Opening one costs ~15 ms and its first query ~15 more (waits on the source), so a source in use gets its replacement
-    opened and warmed (``warm``: the executor resolves and reads its recent tables) by a background
+    Opening one costs ~15 ms and its first query ~15 more (waits on the source), so a source in use gets its
+    replacement opened and warmed (``warm``: the executor resolves and reads its recent tables) by a background
     thread at ``REFRESH_AT`` of its age: a preview never waits for a refresh. A source nobody previewed
     for ``max_age`` seconds is not refreshed, and its session closes when it expires.
     """
@@ -345,9 +350,9 @@ class SessionPool:
     def _refresh(self) -> None:
         """Replace, ahead of time, the session of every source in use (see the class's docstring).
 
-        The thread runs at the lowest CPU priority: what it spends (~15 ms of CPU a session, ~200 when the extension's
-        signature was checked at each open) must not be taken from a preview running beside it (on two cores
-        it showed as a tail of the fresh previews).
+        The thread runs at the lowest CPU priority: what it spends (~15 ms of CPU a session, ~200 when the
+        extension's signature was checked at each open) must not be taken from a preview running beside it (on
+        two cores it showed as a tail of the fresh previews).
         """
         with contextlib.suppress(OSError, AttributeError):  # a thread is a task of its own on Linux
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), REFRESH_NICENESS)
